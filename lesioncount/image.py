@@ -1,0 +1,159 @@
+"""One small image type (array + RAS affine) and the one conversion to SimpleITK.
+
+Every stage of lesioncount works on :class:`Image`: a 3D numpy array indexed
+``[i, j, k]`` as nibabel reads it, with the 4x4 voxel-to-world affine in RAS+
+millimetres. Voxel volume, spacing and world coordinates are always derived from
+the affine, never passed beside it.
+
+SimpleITK works in LPS and orders its arrays ``[k, j, i]``; :func:`to_sitk`,
+:func:`from_sitk`, :func:`ras_to_lps` and :func:`lps_to_ras` are the only places
+that know this (as TorchIO does in its ``io.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A 3D image on a grid: ``array[i, j, k]`` and its voxel-to-RAS affine (mm)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self):
+        if self.array.ndim != 3:
+            raise ValueError(f"Image needs a 3D array, got shape {self.array.shape}")
+        aff = np.asarray(self.affine, dtype=np.float64)
+        if aff.shape != (4, 4):
+            raise ValueError(f"Image needs a 4x4 affine, got shape {aff.shape}")
+        object.__setattr__(self, "affine", aff)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size along each array axis, in mm."""
+        return voxel_sizes(self.affine)
+
+    @property
+    def voxel_volume(self) -> float:
+        """Volume of one voxel in mm^3 (absolute determinant of the affine's 3x3 part)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+    def like(self, array: np.ndarray) -> "Image":
+        """A new image on the same grid."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} does not match grid {self.array.shape}")
+        return Image(array, self.affine)
+
+    def world(self, ijk: np.ndarray) -> np.ndarray:
+        """World (RAS mm) coordinates of voxel indices, shape (..., 3)."""
+        return apply_affine(self.affine, ijk)
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ affine[:3, :3].T + affine[:3, 3]
+
+
+def same_grid(a: Image, b: Image, atol_mm: float = 1e-3) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=atol_mm)
+
+
+def ras_to_lps(points: np.ndarray) -> np.ndarray:
+    p = np.array(points, dtype=np.float64, copy=True)
+    p[..., :2] *= -1
+    return p
+
+
+lps_to_ras = ras_to_lps  # the flip is its own inverse
+
+
+def to_sitk(image: Image, dtype=np.float32):
+    """The one conversion Image -> SimpleITK (RAS affine -> LPS origin/spacing/direction)."""
+    import SimpleITK as sitk
+
+    arr = np.ascontiguousarray(np.transpose(image.array.astype(dtype, copy=False)))
+    out = sitk.GetImageFromArray(arr)
+    lps = _FLIP @ image.affine
+    spacing = voxel_sizes(lps)
+    direction = lps[:3, :3] / spacing
+    out.SetSpacing([float(s) for s in spacing])
+    out.SetOrigin([float(o) for o in lps[:3, 3]])
+    out.SetDirection([float(d) for d in direction.ravel()])
+    return out
+
+
+def from_sitk(img) -> Image:
+    """The one conversion SimpleITK -> Image (LPS -> RAS affine)."""
+    import SimpleITK as sitk
+
+    arr = np.transpose(sitk.GetArrayFromImage(img))
+    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = img.GetOrigin()
+    return Image(arr, _FLIP @ lps)
+
+
+def isotropic_grid(reference: Image, spacing_mm: float = 1.0) -> Image:
+    """An empty grid covering the same field of view as ``reference`` at isotropic spacing.
+
+    Keeps the reference's orientation. Used as the common tracking space (baseline
+    space at 1 mm) so that 3 mm-slice sessions do not lose small lesions.
+    """
+    sp = reference.spacing
+    extent = np.asarray(reference.shape) * sp
+    shape = np.maximum(1, np.round(extent / spacing_mm)).astype(int)
+    direction = reference.affine[:3, :3] / sp
+    aff = np.eye(4)
+    aff[:3, :3] = direction * spacing_mm
+    # keep the corner of the field of view (voxel -0.5 edge) where it is
+    corner = apply_affine(reference.affine, -0.5 * np.ones(3))
+    aff[:3, 3] = corner + direction @ (0.5 * spacing_mm * np.ones(3))
+    return Image(np.zeros(tuple(shape), dtype=np.uint8), aff)
+
+
+def resample(
+    image: Image,
+    reference: Image,
+    transform=None,
+    *,
+    interpolation: str = "linear",
+    default: float = 0.0,
+) -> Image:
+    """Resample ``image`` onto ``reference``'s grid.
+
+    ``transform`` is a SimpleITK transform that maps points of the reference's
+    space to points of the image's space (the convention of ``sitk.Resample`` and
+    of :func:`lesioncount.registration.register`, with the reference as fixed image).
+    ``interpolation`` is ``"linear"``, ``"nearest"`` (labels) or ``"bspline"``.
+    """
+    import SimpleITK as sitk
+
+    interp = {
+        "linear": sitk.sitkLinear,
+        "nearest": sitk.sitkNearestNeighbor,
+        "bspline": sitk.sitkBSpline,
+    }[interpolation]
+    is_label = interpolation == "nearest"
+    dtype = np.int32 if is_label else np.float32
+    moving = to_sitk(image, dtype=dtype)
+    ref = to_sitk(reference.like(np.zeros(reference.shape, dtype=np.uint8)), dtype=np.uint8)
+    tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
+    pixel = sitk.sitkInt32 if is_label else sitk.sitkFloat32
+    out = sitk.Resample(moving, ref, tx, interp, float(default), pixel)
+    res = from_sitk(out)
+    return Image(res.array, reference.affine)
