@@ -1,0 +1,227 @@
+"""The ``lesioncount`` command: a thin shell over the library.
+
+Subcommands: ``run``, ``demo``, ``phantom``, ``evaluate`` (and, when their parts
+are installed, ``review``, ``reviewed``, ``report``, ``train``). Heavy imports
+happen inside each command. Exit codes: 0 success, 1 some sessions failed (see
+``errors.tsv``), 2 usage or input error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("lesioncount")
+
+
+def _setup_logging(out: Path | None, quiet: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(console)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(out / "lesioncount.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+
+
+def _config(args) -> "PipelineConfig":  # noqa: F821
+    from .config import PipelineConfig
+
+    cfg = PipelineConfig()
+    if getattr(args, "config", None):
+        cfg = PipelineConfig.from_dict(json.loads(Path(args.config).read_text()))
+    changes = {}
+    if getattr(args, "detector", None):
+        changes["detector"] = args.detector
+    if getattr(args, "no_pre", False):
+        changes["use_pre"] = False
+    if getattr(args, "convention", None):
+        import dataclasses
+        changes["tracking"] = dataclasses.replace(cfg.tracking, convention=args.convention)
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _print_endpoint(result) -> None:
+    print("\nPer-subject endpoint (cumulative new Gd+ lesions after baseline)")
+    print(f"{'subject':<10} {'group':<9} {'sessions':>8} {'baseline Gd+':>12} {'eligible':>8} "
+          f"{'cum. new Gd+':>12}  note")
+    for r in result.subjects:
+        note = "" if r.get("complete") else f"failed: {r.get('failed_sessions') or 'tracking'}"
+        def show(v):
+            return "n/a" if v is None else str(v)
+        elig = r.get("eligible")
+        print(f"{r['subject']:<10} {show(r.get('group')):<9} {show(r.get('sessions')):>8} "
+              f"{show(r.get('baseline_gd_count')):>12} "
+              f"{('yes' if elig else 'no') if elig is not None else 'n/a':>8} "
+              f"{show(r.get('cumulative_new_gd')):>12}  {note}")
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_study
+
+    out = Path(args.out)
+    _setup_logging(out, args.quiet)
+    cfg = _config(args)
+    t0 = time.perf_counter()
+    if args.scheduler or args.workers:
+        from .distributed import run_study_dask
+        result = run_study_dask(args.dataset, out, cfg, force=args.force, progress=not args.quiet,
+                                scheduler=args.scheduler, workers=args.workers)
+    else:
+        result = run_study(args.dataset, out, cfg, force=args.force, progress=not args.quiet,
+                           subjects=args.subject)
+    if not args.quiet:
+        _print_endpoint(result)
+        print(f"\n{len(result.counts)} sessions counted in {time.perf_counter() - t0:.0f} s; "
+              f"outputs in {out}")
+    if result.n_failed:
+        print(f"{result.n_failed} problem(s) recorded in {out / 'errors.tsv'}", file=sys.stderr)
+        for e in result.errors:
+            if e.get("level") == "error":
+                print(f"  {e['subject']} {e['session']}: {e['file']}: {e['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import make_study
+
+    backgrounds = tuple(args.background.split(","))
+    path = make_study(args.out, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
+                      backgrounds=backgrounds, whole_head_fraction=args.whole_head,
+                      thick_slice_fraction=args.thick_slices, with_pre=not args.no_pre)
+    print(f"phantom study written to {path}; truth in {Path(path) / 'derivatives' / 'truth'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate, format_table, write_evaluation
+
+    result = evaluate(args.out, args.truth)
+    print(format_table(result))
+    dest = Path(args.json) if args.json else Path(args.out) / "evaluation.json"
+    write_evaluation(result, dest)
+    print(f"\nevaluation written to {dest}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .evaluation import evaluate, format_table, write_evaluation
+    from .phantom import make_study
+    from .pipeline import run_study
+
+    work = Path(args.out)
+    study_dir = work / "study"
+    out = work / "derivatives"
+    _setup_logging(out, args.quiet)
+    t0 = time.perf_counter()
+    if not (study_dir / "dataset_description.json").exists() or args.force:
+        print(f"Making a phantom study ({args.subjects} subjects x {args.sessions} visits, "
+              f"seed {args.seed}) in {study_dir} ...")
+        make_study(study_dir, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
+                   backgrounds=("mni", "patients"), whole_head_fraction=0.5,
+                   thick_slice_fraction=0.5, with_pre=True)
+    print(f"Running lesioncount on it ({time.perf_counter() - t0:.0f} s so far) ...")
+    result = run_study(study_dir, out, _config(args), force=args.force, progress=not args.quiet)
+    _print_endpoint(result)
+    ev = evaluate(out, study_dir / "derivatives" / "truth")
+    print("\nAgainst the phantom's truth:")
+    print(format_table(ev))
+    write_evaluation(ev, out / "evaluation.json")
+    print(f"\nDone in {time.perf_counter() - t0:.0f} s. Outputs: {out}  (counts.tsv, lesions.tsv, "
+          f"subjects.tsv, evaluation.json)")
+    return 1 if result.n_failed else 0
+
+
+def _optional(name: str, func: str):
+    def run(args):
+        import importlib
+        mod = importlib.import_module(f"lesioncount.{name}")
+        return getattr(mod, func)(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lesioncount",
+        description="Count new gadolinium-enhancing MS lesions across visits "
+                    "(research software, not a medical device).")
+    p.add_argument("--version", action="version", version=f"lesioncount {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def pipeline_opts(q):
+        q.add_argument("--detector", choices=["classical", "unet"], help="default: classical")
+        q.add_argument("--no-pre", action="store_true",
+                       help="ignore pre-contrast scans (detect from post-contrast alone)")
+        q.add_argument("--convention", choices=["previous", "any_earlier"],
+                       help="what 'new' means (default: overlaps no lesion of the previous visit)")
+        q.add_argument("--config", help="JSON file of PipelineConfig fields")
+        q.add_argument("--force", action="store_true", help="redo sessions even if unchanged")
+        q.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+    q = sub.add_parser("run", help="count lesions in a BIDS dataset or manifest")
+    q.add_argument("dataset", help="BIDS folder or a .tsv manifest")
+    q.add_argument("--out", required=True, help="output folder (BIDS derivatives)")
+    q.add_argument("--subject", action="append", help="only this subject (repeatable)")
+    q.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    q.add_argument("--workers", type=int, help="run on a local Dask cluster of N worker processes")
+    pipeline_opts(q)
+    q.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("demo", help="make a small phantom study, count it, score it")
+    q.add_argument("--out", default="demo-out", help="working folder (default: ./demo-out)")
+    q.add_argument("--subjects", type=int, default=3)
+    q.add_argument("--sessions", type=int, default=3)
+    q.add_argument("--seed", type=int, default=1)
+    pipeline_opts(q)
+    q.set_defaults(func=cmd_demo)
+
+    q = sub.add_parser("phantom", help="write a longitudinal phantom BIDS study with its truth")
+    q.add_argument("out")
+    q.add_argument("--subjects", type=int, default=8)
+    q.add_argument("--sessions", type=int, default=7)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--background", default="mni,patients",
+                   help="comma list of mni, patients (the two shared real patients)")
+    q.add_argument("--whole-head", type=float, default=0.5, help="fraction of whole-head subjects")
+    q.add_argument("--thick-slices", type=float, default=0.5,
+                   help="fraction of subjects scanned with 3 mm slices")
+    q.add_argument("--no-pre", action="store_true", help="no pre-contrast scans")
+    q.set_defaults(func=cmd_phantom)
+
+    q = sub.add_parser("evaluate", help="score an output folder against a phantom's truth")
+    q.add_argument("out")
+    q.add_argument("truth", help="the phantom's derivatives/truth folder")
+    q.add_argument("--json", help="where to write the JSON (default OUT/evaluation.json)")
+    q.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LesionCountError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LesionCountError as e:
+        print(f"lesioncount: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lesioncount: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Composition only: reads inputs, calls the stages, writes outputs.
+
+Work is split where it parallelises (issue: distributed runs):
+
+- :func:`process_session` (one per session): brain mask, pre->post registration,
+  detection, follow-up->baseline registration. Writes the detected mask, maps,
+  transforms and a JSON sidecar whose ``key`` hashes inputs and parameters, so an
+  unchanged session is skipped on a rerun.
+- :func:`track_subject` (one per subject, after its sessions): labels in baseline
+  space, :func:`lesioncount.tracking.track`, the final label maps on each input
+  grid and the table rows.
+- :func:`run_study`: the loop (or the Dask graph) and the study tables.
+
+A failing session is recorded (``errors.tsv``) and the run goes on; a subject
+whose baseline failed gets no counts rather than wrong ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import PipelineConfig
+from .dataset import Problem, Session, Study, Subject, discover
+from .errors import GridError, InputError, LesionCountError, RegistrationError
+from .image import Image, apply_affine, isotropic_grid, resample
+from .io import file_sha256, load_image, save_image, write_json
+from .lesions import label_lesions, measure, relabel_sequential
+from .outputs import SessionPaths, write_description, write_tables
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- sessions
+
+def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tuple[str, dict]:
+    """Content hash of everything a session's result depends on."""
+    hashes = {"post": file_sha256(session.post)}
+    if session.pre is not None and session.pre.exists():
+        hashes["pre"] = file_sha256(session.pre)
+    if session.session != baseline.session:
+        hashes["baseline_post"] = file_sha256(baseline.post)
+    blob = json.dumps({"version": __version__, "config": cfg.to_dict(), "inputs": hashes},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), hashes
+
+
+def _load_cached(paths: SessionPaths, key: str) -> dict | None:
+    if not paths.sidecar.exists():
+        return None
+    try:
+        side = json.loads(paths.sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    needed = [paths.detected, paths.brain]
+    if not side.get("is_baseline"):
+        needed.append(paths.to_baseline)
+    if side.get("key") == key and side.get("status") == "ok" and all(p.exists() for p in needed):
+        return side
+    return None
+
+
+def _overlap_fraction(a: Image, b: Image) -> float:
+    """Fraction of ``b``'s world bounding box that lies inside ``a``'s."""
+    def box(img):
+        corners = np.array([[i, j, k] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
+                            for k in (0, img.shape[2] - 1)], float)
+        w = apply_affine(img.affine, corners)
+        return w.min(0), w.max(0)
+    lo_a, hi_a = box(a)
+    lo_b, hi_b = box(b)
+    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None)
+    vol_b = np.prod(np.maximum(hi_b - lo_b, 1e-6))
+    return float(np.prod(inter) / vol_b)
+
+
+def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig):
+    """Run the configured detector (classical or U-Net) on one session."""
+    if cfg.detector == "unet":
+        from .segmentation.unet import detect as unet_detect
+        return unet_detect(post, pre, brain, cfg)
+    from .segmentation.classical import detect as classical_detect
+    return classical_detect(post, pre, brain, cfg.classical, cfg.lesion)
+
+
+def process_session(session: Session, baseline: Session, cfg: PipelineConfig, out: str | Path,
+                    *, force: bool = False) -> dict:
+    """Preprocess and detect one session; write its intermediate outputs; return its sidecar.
+
+    Raises a :class:`~lesioncount.errors.LesionCountError` when the session cannot be
+    counted (bad input, failed registration to baseline).
+    """
+    from .brain import brain_mask
+    from .registration import register, save_transform
+
+    paths = SessionPaths(out, session.subject, session.session)
+    key, hashes = session_key(session, baseline, cfg)
+    if not force:
+        cached = _load_cached(paths, key)
+        if cached is not None:
+            cached["cached"] = True
+            return cached
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    is_baseline = session.session == baseline.session
+
+    post = load_image(session.post)
+    t = time.perf_counter()
+    brain = brain_mask(post, cfg.brain)
+    timings["brain_mask"] = time.perf_counter() - t
+
+    pre_on_post, pre_reg = None, None
+    if session.pre is not None and cfg.use_pre:
+        try:
+            pre = load_image(session.pre)
+            frac = _overlap_fraction(post, pre)
+            if frac < 0.5:
+                raise GridError(session.pre, f"does not overlap its post-contrast scan "
+                                             f"({frac:.0%} of its field of view inside)")
+            t = time.perf_counter()
+            pre_reg = register(post, pre, cfg.registration, fixed_mask=brain)
+            timings["register_pre"] = time.perf_counter() - t
+            if pre_reg.failed:
+                notes.append(f"pre-contrast registration looks failed (quality "
+                             f"{pre_reg.quality:.3f}); detected from post alone")
+            else:
+                pre_on_post = resample(pre, post, pre_reg.transform)
+        except InputError as e:
+            notes.append(f"pre-contrast scan not used: {e}")
+
+    t = time.perf_counter()
+    det = detect(post, pre_on_post, brain, cfg)
+    timings["detect"] = time.perf_counter() - t
+
+    base_reg = None
+    if not is_baseline:
+        base_img = load_image(baseline.post)
+        base_paths = SessionPaths(out, baseline.subject, baseline.session)
+        base_brain = None
+        if base_paths.brain.exists():
+            base_brain = load_image_mask(base_paths.brain, base_img)
+        t = time.perf_counter()
+        base_reg = register(base_img, post, cfg.registration, fixed_mask=base_brain, moving_mask=brain)
+        timings["register_baseline"] = time.perf_counter() - t
+        if base_reg.failed:
+            raise RegistrationError(
+                f"{session.post}: registration to baseline looks failed (quality "
+                f"{base_reg.quality:.3f} < {cfg.registration.min_quality}); not counted")
+
+    # Write: maps first, the sidecar last (it marks the session complete).
+    save_image(post.like(det.mask.astype(np.uint8)), paths.detected)
+    save_image(post.like(brain.astype(np.uint8)), paths.brain)
+    save_image(post.like(np.clip(det.enhancement, -300, 300).astype(np.float32)),
+               paths.enhancement, dtype=np.int16)
+    save_image(post.like(det.probability.astype(np.float32)), paths.probability, dtype=np.uint8)
+    if pre_reg is not None:
+        save_transform(pre_reg.transform, paths.pre_to_post)
+    if base_reg is not None:
+        save_transform(base_reg.transform, paths.to_baseline)
+    timings["total"] = time.perf_counter() - t0
+    side = {
+        "subject": session.subject, "session": session.session, "status": "ok",
+        "key": key, "version": __version__, "detector": cfg.detector,
+        "is_baseline": is_baseline,
+        "inputs": {"post": str(session.post), "pre": str(session.pre) if session.pre else None,
+                   "baseline_post": str(baseline.post), "sha256": hashes},
+        "pre_used": pre_on_post is not None,
+        "registration": {
+            "pre_to_post": pre_reg.to_dict() if pre_reg is not None else None,
+            "to_baseline": base_reg.to_dict() if base_reg is not None else None,
+        },
+        "detection": det.info,
+        "notes": notes,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_json(paths.sidecar, side)
+    side["cached"] = False
+    return side
+
+
+def load_image_mask(path, like: Image) -> np.ndarray | None:
+    m = load_image(path, dtype=np.float32)
+    if m.shape != like.shape:
+        return None
+    return m.array > 0.5
+
+
+# --------------------------------------------------------------------------- subjects
+
+@dataclass
+class SubjectResult:
+    counts: list[dict] = field(default_factory=list)
+    lesions: list[dict] = field(default_factory=list)
+    subject: dict = field(default_factory=dict)
+
+
+def _pull_back(tracked: np.ndarray, grid: Image, native_mask: np.ndarray, native: Image,
+               transform) -> np.ndarray:
+    """Tracked labels (grid, baseline space) onto the native grid, on exactly the native mask."""
+    from scipy import ndimage as ndi
+
+    inv = None
+    if transform is not None:
+        inv = transform.GetInverse()
+    back = resample(Image(tracked.astype(np.int32), grid.affine), native, inv,
+                    interpolation="nearest").array
+    back = np.where(native_mask, back, 0)
+    holes = native_mask & (back == 0)
+    if holes.any() and back.any():
+        _, idx = ndi.distance_transform_edt(back == 0, sampling=native.spacing, return_indices=True)
+        back[holes] = back[tuple(i[holes] for i in idx)]
+    return back.astype(np.int32)
+
+
+def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: PipelineConfig,
+                  out: str | Path) -> SubjectResult:
+    """Track a subject's lesions and write the final label maps; return its table rows."""
+    from .registration import load_transform, points_to_fixed
+    from .tracking import NEW, PERSISTENT, track
+
+    res = SubjectResult()
+    sessions = subject.sessions
+    failed = [s.session for s in sessions if not sidecars.get(s.session)]
+    base = sessions[0]
+    res.subject = {"subject": subject.subject, "group": subject.group, "sessions": len(sessions),
+                   "baseline_gd_count": None, "eligible": None, "cumulative_new_gd": None,
+                   "complete": not failed, "failed_sessions": ",".join(failed) or None}
+    if not sidecars.get(base.session):
+        return res  # no baseline: no counts rather than wrong ones
+
+    import nibabel as nib
+    base_hdr = nib.load(str(base.post))
+    base_ref = Image(np.zeros(base_hdr.shape[:3], np.uint8), base_hdr.affine)
+    grid = isotropic_grid(base_ref, cfg.tracking.grid_spacing_mm)
+
+    natives, on_grid, transforms = {}, [], {}
+    for s in sessions:
+        if not sidecars.get(s.session):
+            on_grid.append(None)
+            continue
+        p = SessionPaths(out, s.subject, s.session)
+        mask_img = load_image_mask_image(p.detected)
+        labels = label_lesions(mask_img.array > 0, mask_img.affine, cfg.lesion)
+        natives[s.session] = (mask_img, labels)
+        tx = load_transform(p.to_baseline) if s.session != base.session else None
+        transforms[s.session] = tx
+        on_grid.append(resample(mask_img.like(labels), grid, tx, interpolation="nearest").array)
+
+    tracked = track(on_grid, grid.spacing, cfg.tracking, cfg.lesion)
+
+    cumulative = 0
+    for s, tr in zip(sessions, tracked):
+        if tr is None:
+            continue
+        mask_img, labels = natives[s.session]
+        native_mask = labels > 0
+        back = _pull_back(tr.labels, grid, native_mask, mask_img, transforms[s.session])
+        final = relabel_sequential(back)
+        by_tracked = {les.label: les for les in tr.lesions}
+        p = SessionPaths(out, s.subject, s.session)
+        enh = None
+        if p.enhancement.exists():
+            enh = load_image(p.enhancement).array
+        stats = measure(mask_img.like(final), enh)
+        # map final labels back to tracked labels (relabel_sequential keeps order)
+        tracked_ids = np.unique(back[back > 0])
+        pts = np.array([st.centroid_ras for st in stats]) if stats else np.zeros((0, 3))
+        if transforms[s.session] is not None and len(pts):
+            pts = points_to_fixed(transforms[s.session], pts)
+        n_new = n_pers = 0
+        for st, tid, xyz in zip(stats, tracked_ids, pts):
+            les = by_tracked.get(int(tid))
+            status = les.status if les is not None else ("baseline" if tr.reference is None else NEW)
+            n_new += status == NEW
+            n_pers += status == PERSISTENT
+            res.lesions.append({
+                "subject": s.subject, "session": s.session, "lesion": st.label,
+                "track": les.track if les is not None else None, "status": status,
+                "volume_mm3": round(st.volume_mm3, 2),
+                "x": round(float(xyz[0]), 2), "y": round(float(xyz[1]), 2), "z": round(float(xyz[2]), 2),
+                "max_enhancement": st.max_enhancement, "mean_enhancement": st.mean_enhancement,
+            })
+        save_image(mask_img.like(final.astype(np.int16)), p.lesions, dtype=np.int16)
+        side = sidecars[s.session]
+        is_base = tr.reference is None
+        cumulative += 0 if is_base else n_new
+        q = (side.get("registration") or {}).get("to_baseline") or {}
+        res.counts.append({
+            "subject": s.subject, "session": s.session,
+            "days": None if s.days is None else round(s.days, 2),
+            "gd_count": len(stats), "new_gd_count": 0 if is_base else n_new,
+            "cumulative_new_gd": cumulative, "persistent_gd_count": n_pers,
+            "status": "ok", "pre_used": side.get("pre_used"),
+            "registration_quality": q.get("quality"), "detector": side.get("detector"),
+        })
+    base_count = res.counts[0]["gd_count"]
+    res.subject.update(baseline_gd_count=base_count, eligible=base_count <= cfg.max_baseline_gd,
+                       cumulative_new_gd=cumulative)
+    return res
+
+
+def load_image_mask_image(path) -> Image:
+    return load_image(path, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- study
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
+def _error_row(subject, session, file, reason, level="error") -> dict:
+    return {"subject": subject, "session": session, "file": str(file) if file else None,
+            "level": level, "reason": reason}
+
+
+def run_session_safely(session: Session, baseline: Session, cfg: PipelineConfig, out: Path,
+                       force: bool) -> tuple[dict | None, dict | None]:
+    """(sidecar, None) on success, (None, error row) on failure; never raises for bad input."""
+    try:
+        return process_session(session, baseline, cfg, out, force=force), None
+    except LesionCountError as e:
+        file = getattr(e, "path", None) or session.post
+        reason = getattr(e, "reason", None) or _one_line(e)
+        return None, _error_row(session.subject, session.session, file, reason)
+    except Exception as e:  # an unexpected bug must not sink the batch either
+        log.error("unexpected error in %s %s:\n%s", session.subject, session.session,
+                  traceback.format_exc())
+        return None, _error_row(session.subject, session.session, session.post,
+                                f"internal error: {type(e).__name__}: {_one_line(e)}")
+
+
+def run_subject(subject: Subject, cfg: PipelineConfig, out: Path, force: bool = False,
+                on_session=None) -> tuple[SubjectResult, list[dict]]:
+    """All sessions of one subject (baseline first), then tracking."""
+    errors: list[dict] = []
+    sidecars: dict[str, dict | None] = {}
+    base = subject.baseline
+    for s in subject.sessions:
+        if s.session != base.session and not sidecars.get(base.session):
+            sidecars[s.session] = None
+            errors.append(_error_row(s.subject, s.session, s.post,
+                                     "skipped: the baseline session failed", level="error"))
+        else:
+            side, err = run_session_safely(s, base, cfg, out, force)
+            sidecars[s.session] = side
+            if err:
+                errors.append(err)
+            for note in (side or {}).get("notes", []):
+                errors.append(_error_row(s.subject, s.session, s.pre or s.post, note, "warning"))
+        if on_session:
+            on_session(s, sidecars[s.session])
+    try:
+        result = track_subject(subject, sidecars, cfg, out)
+    except LesionCountError as e:
+        errors.append(_error_row(subject.subject, "", getattr(e, "path", ""),
+                                 getattr(e, "reason", _one_line(e))))
+        result = SubjectResult(subject={"subject": subject.subject, "group": subject.group,
+                                        "sessions": len(subject.sessions), "complete": False})
+    return result, errors
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    counts: list[dict]
+    lesions: list[dict]
+    subjects: list[dict]
+    errors: list[dict]
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for e in self.errors if e.get("level") == "error")
+
+
+def run_study(dataset: str | Path | Study, out: str | Path, cfg: PipelineConfig = PipelineConfig(),
+              *, force: bool = False, progress: bool = True, subjects: list[str] | None = None
+              ) -> StudyResult:
+    """Run the whole pipeline on a study and write the output folder."""
+    from tqdm.auto import tqdm
+
+    study = dataset if isinstance(dataset, Study) else discover(dataset)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_description(out, cfg, study.root)
+    errors = [_error_row(p.subject, p.session, p.file, p.reason) for p in study.problems]
+    todo = [s for s in study.subjects if subjects is None or s.subject in subjects]
+    n_sessions = sum(len(s.sessions) for s in todo)
+    bar = tqdm(total=n_sessions, disable=not progress, unit="session", desc="lesioncount")
+    counts, lesions, subject_rows = [], [], []
+
+    def tick(s: Session, side):
+        state = "cached" if side and side.get("cached") else ("ok" if side else "FAILED")
+        bar.set_postfix_str(f"{s.subject} {s.session} {state}")
+        bar.update(1)
+
+    for subj in todo:
+        res, errs = run_subject(subj, cfg, out, force, on_session=tick)
+        counts += res.counts
+        lesions += res.lesions
+        subject_rows.append(res.subject)
+        errors += errs
+        # tables after every subject: a crash later loses nothing already computed
+        write_tables(out, counts, lesions, subject_rows, errors)
+    bar.close()
+    write_tables(out, counts, lesions, subject_rows, errors)
+    return StudyResult(out, counts, lesions, subject_rows, errors)
