@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Benchmark of the core pipeline against issue 2's targets.
+
+Measures, and writes to ``OUT/benchmark.json``:
+
+- a phantom study (default 8 subjects x 7 monthly visits, 1 mm and 3 mm-slice
+  acquisitions, whole-head and skull-stripped, template and real-patient backgrounds):
+  lesion-wise F1, false positives per scan, per-subject cumulative-new exactness,
+  eligibility agreement, overall and per acquisition type; with and without the
+  pre-contrast scans;
+- the two real patients of ``shared/data`` (one session each, post + pre): the number
+  of detections per patient, with a PNG crop of each one;
+- synthetic lesions injected into those real scans: sensitivity (and false positives);
+- seconds per session (registration + detection) and the peak memory of the run.
+
+Usage::
+
+    .venv/bin/python scripts/benchmark.py --out bench-out [--subjects 8 --sessions 7]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "open_ms_data"
+
+
+def run_cli(args: list[str]) -> tuple[int, float, float]:
+    """Run ``lesioncount ARGS`` in a child process: (exit code, seconds, peak RSS in GB)."""
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rc = subprocess.call([sys.executable, "-m", "lesioncount.cli", *args])
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return rc, time.perf_counter() - t0, max(peak_kb, before) / 1024 ** 2
+
+
+def session_seconds(out: Path) -> dict:
+    secs = []
+    for side in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json"):
+        s = json.loads(side.read_text())
+        if s.get("status") == "ok":
+            secs.append(s["seconds"]["total"])
+    if not secs:
+        return {}
+    return {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs)}
+
+
+def study_part(args, out: Path) -> dict:
+    from lesioncount.evaluation import evaluate, format_table
+    from lesioncount.phantom import make_study
+
+    study = out / "study"
+    if not (study / "dataset_description.json").exists():
+        t0 = time.perf_counter()
+        make_study(study, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
+                   backgrounds=("mni", "patients"), whole_head_fraction=0.5,
+                   thick_slice_fraction=0.5, with_pre=True)
+        print(f"phantom study made in {time.perf_counter() - t0:.0f} s", flush=True)
+    res = {}
+    for name, extra in (("with_pre", []), ("post_only", ["--no-pre"])):
+        dest = out / f"run-{name}"
+        cmd = ["run", str(study), "--out", str(dest), "--quiet", *extra]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
+        rc, secs, peak = run_cli(cmd)
+        ev = evaluate(dest, study / "derivatives" / "truth")
+        print(f"\n== phantom study, {name}: exit {rc}, {secs:.0f} s wall, peak RSS {peak:.2f} GB")
+        print(format_table(ev), flush=True)
+        res[name] = {"exit_code": rc, "wall_seconds": secs, "peak_rss_gb": peak,
+                     "session_seconds": session_seconds(dest), "evaluation": ev}
+    return res
+
+
+def real_part(args, out: Path) -> dict:
+    """The two real patients: detections without injection, sensitivity with injection."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lesioncount.brain import brain_mask
+    from lesioncount.config import PipelineConfig
+    from lesioncount.lesions import label_lesions, measure
+    from lesioncount.phantom import inject_lesions, load_patient, white_matter_mask
+    from lesioncount.pipeline import detect
+
+    cfg = PipelineConfig()
+    crops = out / "real-crops"
+    crops.mkdir(parents=True, exist_ok=True)
+    res: dict = {}
+    for name in ("patient07", "patient19"):
+        pat = load_patient(name, SHARED)
+        post, pre = pat["T1POST"], pat["T1"]
+        brain = brain_mask(post, cfg.brain)
+        t0 = time.perf_counter()
+        det = detect(post, pre, brain, cfg)  # same grid already: no registration needed
+        secs = time.perf_counter() - t0
+        labels = label_lesions(det.mask, post.affine, cfg.lesion)
+        stats = measure(post.like(labels), det.enhancement)
+        det_post = detect(post, None, brain, cfg)
+        n_post_only = int(label_lesions(det_post.mask, post.affine, cfg.lesion).max())
+        for st in stats:
+            i, j, k = (int(round(c)) for c in st.centroid_ijk)
+            fig, ax = plt.subplots(1, 3, figsize=(9, 3.2))
+            for a, (img, title) in zip(ax, ((post.array, "post"), (pre.array, "pre"),
+                                            (det.enhancement, "enhancement z"))):
+                sl = img[max(i - 25, 0):i + 25, max(j - 25, 0):j + 25, k].T
+                a.imshow(sl, cmap="gray", origin="lower")
+                m = labels[max(i - 25, 0):i + 25, max(j - 25, 0):j + 25, k].T == st.label
+                a.contour(m, levels=[0.5], colors="orange", linewidths=0.8)
+                a.set_title(title)
+                a.axis("off")
+            fig.suptitle(f"{name} detection {st.label}: {st.volume_mm3:.0f} mm3 at "
+                         f"{tuple(round(c) for c in st.centroid_ras)}")
+            fig.savefig(crops / f"{name}_det{st.label}.png", dpi=80)
+            plt.close(fig)
+        avoid = pat["lesions"].array > 0 if "lesions" in pat else None
+        # white matter from the pre-contrast T1 (real lesions excluded): where lesions go
+        wm = white_matter_mask(pre.array, brain, post.spacing, exclude=avoid)
+        found = total = fps = 0
+        for rep in range(args.injections):
+            rng = np.random.default_rng(1000 + rep)
+            post2, pre2, truth, _ = inject_lesions(post, pre, wm, 8, rng, avoid=avoid)
+            d2 = detect(post2, pre2, brain, cfg)
+            lab2 = label_lesions(d2.mask, post.affine, cfg.lesion)
+            for t in range(1, int(truth.max()) + 1):
+                total += 1
+                found += bool((lab2[truth == t] > 0).any())
+            fps += sum(1 for d in range(1, int(lab2.max()) + 1) if not (truth[lab2 == d] > 0).any())
+        res[name] = {"detections_with_pre": len(stats), "detections_post_only": n_post_only,
+                     "detection_seconds": secs,
+                     "detections": [{"volume_mm3": s.volume_mm3, "xyz": s.centroid_ras,
+                                     "max_z": s.max_enhancement} for s in stats],
+                     "injected": total, "injected_found": found,
+                     "injection_sensitivity": found / total if total else None,
+                     "injection_false_positives_per_scan": fps / max(args.injections, 1)}
+        print(f"\n== {name}: {len(stats)} detections with pre, {n_post_only} post-only "
+              f"({secs:.1f} s); injected {found}/{total} found "
+              f"(sensitivity {found / max(total, 1):.3f}), "
+              f"{fps / max(args.injections, 1):.2f} FP per injected scan", flush=True)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--sessions", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--workers", type=int, default=0, help="Dask workers (0: serial)")
+    ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
+    ap.add_argument("--skip-study", action="store_true")
+    ap.add_argument("--skip-real", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"args": vars(args), "cpus": os.cpu_count()}
+    if not args.skip_real:
+        summary["real"] = real_part(args, out)
+    if not args.skip_study:
+        summary["study"] = study_part(args, out)
+    (out / "benchmark.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"\nwritten {out / 'benchmark.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
