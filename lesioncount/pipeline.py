@@ -31,7 +31,7 @@ from .config import PipelineConfig
 from .dataset import Problem, Session, Study, Subject, discover
 from .errors import GridError, InputError, LesionCountError, RegistrationError
 from .image import Image, apply_affine, isotropic_grid, resample
-from .io import file_sha256, load_image, save_image, write_json
+from .io import atomic_path, file_sha256, load_image, save_image, write_json
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
 
@@ -91,14 +91,19 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfi
 
 
 def process_session(session: Session, baseline: Session, cfg: PipelineConfig, out: str | Path,
-                    *, force: bool = False) -> dict:
+                    *, force: bool = False, threads: int | None = None) -> dict:
     """Preprocess and detect one session; write its intermediate outputs; return its sidecar.
+
+    ``threads`` (a Dask worker's share of the cores) replaces ``registration.threads = 0``
+    ("all cores") for the computation only; the cache key keeps the configured value.
 
     Raises a :class:`~lesioncount.errors.LesionCountError` when the session cannot be
     counted (bad input, failed registration to baseline).
     """
+    import dataclasses
+
     from .brain import brain_mask
-    from .registration import register, save_transform
+    from .registration import register
 
     paths = SessionPaths(out, session.subject, session.session)
     key, hashes = session_key(session, baseline, cfg)
@@ -107,6 +112,8 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         if cached is not None:
             cached["cached"] = True
             return cached
+    if threads and cfg.registration.threads == 0:
+        cfg = cfg.replace(registration=dataclasses.replace(cfg.registration, threads=int(threads)))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
@@ -162,9 +169,9 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
                paths.enhancement, dtype=np.int16)
     save_image(post.like(det.probability.astype(np.float32)), paths.probability, dtype=np.uint8)
     if pre_reg is not None:
-        save_transform(pre_reg.transform, paths.pre_to_post)
+        _save_transform(pre_reg.transform, paths.pre_to_post)
     if base_reg is not None:
-        save_transform(base_reg.transform, paths.to_baseline)
+        _save_transform(base_reg.transform, paths.to_baseline)
     timings["total"] = time.perf_counter() - t0
     side = {
         "subject": session.subject, "session": session.session, "status": "ok",
@@ -186,8 +193,24 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
     return side
 
 
+def _save_transform(transform, path: Path) -> None:
+    """Write a transform atomically (a killed run never leaves half a .tfm under its name)."""
+    from .registration import save_transform
+
+    with atomic_path(path) as tmp:
+        save_transform(transform, tmp)
+
+
+def _read_own_map(path) -> Image:
+    """One of our own intermediate maps; unlike input scans it may be constant (no lesion)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return Image(np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, float))
+
+
 def load_image_mask(path, like: Image) -> np.ndarray | None:
-    m = load_image(path, dtype=np.float32)
+    m = _read_own_map(path)
     if m.shape != like.shape:
         return None
     return m.array > 0.5
@@ -268,7 +291,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         p = SessionPaths(out, s.subject, s.session)
         enh = None
         if p.enhancement.exists():
-            enh = load_image(p.enhancement).array
+            enh = _read_own_map(p.enhancement).array
         stats = measure(mask_img.like(final), enh)
         # map final labels back to tracked labels (relabel_sequential keeps order)
         tracked_ids = np.unique(back[back > 0])
@@ -308,7 +331,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
 
 
 def load_image_mask_image(path) -> Image:
-    return load_image(path, dtype=np.float32)
+    return _read_own_map(path)
 
 
 # --------------------------------------------------------------------------- study
@@ -338,6 +361,51 @@ def run_session_safely(session: Session, baseline: Session, cfg: PipelineConfig,
                                 f"internal error: {type(e).__name__}: {_one_line(e)}")
 
 
+def session_task(session: Session, baseline: Session, baseline_ok: bool, cfg: PipelineConfig,
+                 out: Path, force: bool = False, threads: int | None = None
+                 ) -> tuple[dict | None, list[dict]]:
+    """One session as a unit of work (serial loop and Dask alike): (sidecar or None, rows).
+
+    A follow-up whose baseline failed is not processed (``baseline_ok=False``).
+    """
+    if session.session != baseline.session and not baseline_ok:
+        return None, [_error_row(session.subject, session.session, session.post,
+                                 "skipped: the baseline session failed", level="error")]
+    try:
+        side = process_session(session, baseline, cfg, out, force=force, threads=threads)
+        err = None
+    except LesionCountError as e:
+        file = getattr(e, "path", None) or session.post
+        reason = getattr(e, "reason", None) or _one_line(e)
+        side, err = None, _error_row(session.subject, session.session, file, reason)
+    except Exception as e:  # an unexpected bug must not sink the batch either
+        log.error("unexpected error in %s %s:\n%s", session.subject, session.session,
+                  traceback.format_exc())
+        side, err = None, _error_row(session.subject, session.session, session.post,
+                                     f"internal error: {type(e).__name__}: {_one_line(e)}")
+    rows = [err] if err else []
+    for note in (side or {}).get("notes", []):
+        rows.append(_error_row(session.subject, session.session, session.pre or session.post,
+                               note, "warning"))
+    return side, rows
+
+
+def track_task(subject: Subject, sidecars: dict[str, dict | None], cfg: PipelineConfig,
+               out: Path) -> tuple[SubjectResult, list[dict]]:
+    """Tracking of one subject as a unit of work: (result, error rows); never raises for bad input."""
+    try:
+        return track_subject(subject, sidecars, cfg, out), []
+    except Exception as e:
+        if not isinstance(e, LesionCountError):
+            log.error("unexpected error tracking %s:\n%s", subject.subject, traceback.format_exc())
+        reason = getattr(e, "reason", None) or (
+            _one_line(e) if isinstance(e, LesionCountError)
+            else f"internal error: {type(e).__name__}: {_one_line(e)}")
+        row = _error_row(subject.subject, "", getattr(e, "path", "") or "", reason)
+        return SubjectResult(subject={"subject": subject.subject, "group": subject.group,
+                                      "sessions": len(subject.sessions), "complete": False}), [row]
+
+
 def run_subject(subject: Subject, cfg: PipelineConfig, out: Path, force: bool = False,
                 on_session=None) -> tuple[SubjectResult, list[dict]]:
     """All sessions of one subject (baseline first), then tracking."""
@@ -345,27 +413,13 @@ def run_subject(subject: Subject, cfg: PipelineConfig, out: Path, force: bool = 
     sidecars: dict[str, dict | None] = {}
     base = subject.baseline
     for s in subject.sessions:
-        if s.session != base.session and not sidecars.get(base.session):
-            sidecars[s.session] = None
-            errors.append(_error_row(s.subject, s.session, s.post,
-                                     "skipped: the baseline session failed", level="error"))
-        else:
-            side, err = run_session_safely(s, base, cfg, out, force)
-            sidecars[s.session] = side
-            if err:
-                errors.append(err)
-            for note in (side or {}).get("notes", []):
-                errors.append(_error_row(s.subject, s.session, s.pre or s.post, note, "warning"))
+        side, rows = session_task(s, base, bool(sidecars.get(base.session)), cfg, out, force)
+        sidecars[s.session] = side
+        errors += rows
         if on_session:
-            on_session(s, sidecars[s.session])
-    try:
-        result = track_subject(subject, sidecars, cfg, out)
-    except LesionCountError as e:
-        errors.append(_error_row(subject.subject, "", getattr(e, "path", ""),
-                                 getattr(e, "reason", _one_line(e))))
-        result = SubjectResult(subject={"subject": subject.subject, "group": subject.group,
-                                        "sessions": len(subject.sessions), "complete": False})
-    return result, errors
+            on_session(s, side)
+    result, rows = track_task(subject, sidecars, cfg, out)
+    return result, errors + rows
 
 
 @dataclass
