@@ -35,6 +35,29 @@ class BrainConfig:
     # dura, sinuses and cortical veins; cortical MS lesions there are rarely visible on
     # T1 post-contrast anyway (trial.md: these structures cause most false positives).
     surface_margin_mm: float = 3.0
+    # Foreground = above this fraction of the 99.5th percentile: above air noise and below
+    # the darkest brain edge of skull-stripped data (MNI template: edge 28 of 255 = 0.11).
+    background_fraction: float = 0.05
+    # Light smoothing before thresholds: noise would otherwise punch holes in thin tissue.
+    smooth_mm: float = 1.0
+    # Erosion that cuts the brain from scalp fat (~4 mm), diploe (~3 mm) and enhancing dura
+    # (1 mm): layers thinner than twice this vanish, the brain (>> 8 mm) keeps a core.
+    erode_mm: float = 4.0
+    # Closing that brings sulcal CSF back into the mask; smaller than the 5-6 mm CSF +
+    # inner-table gap to the diploe, so the closing cannot bridge to the skull.
+    close_mm: float = 3.0
+    # The mask is grown this far into non-bone voxels to include the partial-volume edge
+    # that reference brain masks (MNI's template > 0) contain.
+    edge_mm: float = 1.0
+    # A "brain" filling more than this fraction of the foreground means the input was
+    # skull-stripped already (a whole head's brain is ~40-60% of the head).
+    skull_stripped_ratio: float = 0.8
+    # csf_mask: only this deep inside the brain (ventricles, not sulci at the surface).
+    csf_depth_mm: float = 8.0
+    # The morphology runs on a grid of about this spacing (block means of native voxels):
+    # 8x fewer voxels than 1 mm (a few seconds per volume instead of ~30 s), and the
+    # distances involved (3-4 mm) are still two voxels or more. 0 = native grid.
+    work_mm: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -47,11 +70,32 @@ class RegistrationConfig:
     # 3 levels, coarse to fine: captures motion of a few cm / 10-20 degrees without local minima.
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
-    # 10% of voxels, random: enough for a stable MI estimate, keeps a pair under ~10 s on 2 cores.
-    sampling_percentage: float = 0.10
+    # Lower bound on the random sampling fraction per level.
+    sampling_percentage: float = 0.01
+    # Random samples per level (the fraction is raised to reach this many voxels of the
+    # fixed mask/grid): a fixed count keeps the cost per iteration independent of the
+    # field of view; 30000 gives a stable MI estimate (< 0.3 mm error measured in
+    # scripts/bench_registration.py) and keeps a pair at a few seconds on 2 cores.
+    samples_per_level: int = 30000
     iterations: int = 200
+    # Regular-step gradient descent: first step 1 (mm-equivalent via physical-shift scales),
+    # halved at each direction change, stops below min_step_mm (0.01 mm << the 0.5 mm target).
     learning_rate: float = 1.0
+    min_step_mm: float = 0.01
     seed: int = 7  # sampling is random: fix it so reruns give identical transforms
+    # Threads for SimpleITK (0 = all cores). Results are reproducible for a given
+    # thread count; set 1 for bit-identical results across machines.
+    threads: int = 0
+    # "moments": centres of mass (of the brain masks when given) are aligned first, so
+    # ~10 mm / 10 degree motion and whole-head vs brain-only pairs start close;
+    # "geometry": field-of-view centres (for images with very different content).
+    initialization: str = "moments"
+    # Masks are dilated by this much for the metric so the brain's own edge (a strong
+    # feature shared by every contrast) is inside the sampled region.
+    mask_dilation_mm: float = 3.0
+    # Gaussian scale of the gradient magnitudes in the quality figure: larger than a
+    # 3 mm slice so 1 mm and 3 mm-slice scans of one head correlate well when aligned.
+    quality_sigma_mm: float = 2.0
     # A registration whose post-alignment quality (normalised cross-correlation of the
     # gradient-magnitude images inside the fixed brain mask, see registration.py) falls below
     # this is flagged as failed and its session is not counted.
