@@ -111,9 +111,60 @@ class ClassicalConfig:
     seed_z: float = 4.0
     # Hysteresis extent threshold: grows a seed into the visible extent of the lesion.
     extent_z: float = 2.5
+    # ... and no lower than this fraction of the candidate's own peak (95th percentile):
+    # the half-maximum edge, which is where partial-volume truth (voxels >= 50 % covered)
+    # puts a lesion's border; bright lesions otherwise grow by the smoothing + noise margin
+    # (measured: 4 mm ball at 20 sigma grew from 268 to 471 mm^3 with extent_z alone).
+    extent_fraction: float = 0.5
+    # Gaussian smoothing (sigma, mm) of post and pre before everything: averages noise over
+    # about a 2 mm neighbourhood, below the 3 mm smallest counted lesion (trial.md).
+    smoothing_mm: float = 0.7
+    # Scale (sigma, mm) of the smooth bias field (relative post/pre bias, or WM level):
+    # N4 and RF inhomogeneity vary over several cm, lesions are < 2 cm.
+    bias_sigma_mm: float = 20.0
+    # Quantile bins of the pre -> post intensity mapping: 64 bins of ~20000 brain voxels
+    # each at 1 mm give medians with negligible noise while following any monotone or
+    # non-monotone contrast difference between the two sequences.
+    mapping_bins: int = 64
+    # Local context (Gaussian mean of pre at this scale, mm) for a second, 2D mapping stage:
+    # cortex and deep grey matter share pre intensities with partial-volume WM/CSF but map
+    # differently onto post; 0 disables.
+    context_mm: float = 2.0
+    # Residuals are divided by their local upper-half spread at this scale (mm), so regions
+    # where pre and post disagree structurally (cortex, deep grey matter) need more to fire;
+    # 15 mm keeps a 12 mm lesion's own influence on the scale to ~15 %. 0 disables.
+    local_noise_mm: float = 15.0
+    # z beyond this are clipped (saturated vessels would otherwise dominate displays).
+    z_clip: float = 50.0
     # Components more elongated than this (ratio of the largest to the middle principal
     # axis) are vessels; nodular and ring lesions are roughly round (ratio < 2).
     max_elongation: float = 3.0
+    # Largest inscribed radius over the radius of the ball of the same volume: ~1 for
+    # nodular lesions (and filled rings), ~0.3-0.5 for tortuous veins whose PCA axes
+    # look round but which are a few mm thick over a long course.
+    min_thickness_ratio: float = 0.55
+    # Second over third principal axis: sheets (dura, falx, tentorium) are flat.
+    max_flatness: float = 3.0
+    # Candidates with more than max_surface_fraction of their voxels within
+    # surface_margin_mm of the brain boundary are dura, sinuses and cortical veins
+    # (trial.md: the commonest false positives; BrainConfig.surface_margin_mm is 3 mm too).
+    surface_margin_mm: float = 3.0
+    max_surface_fraction: float = 0.5
+    # Choroid plexus lies inside the ventricles: a candidate whose surrounding shell
+    # (shell_mm around it) is mostly CSF (reference T1 below csf_level x WM; CSF is
+    # ~0.3-0.4 WM, GM ~0.7-0.8 WM on T1) is rejected. Periventricular lesions touch CSF
+    # on one side only (< 0.5 of the shell).
+    shell_mm: float = 2.0
+    csf_level: float = 0.55
+    max_csf_fraction: float = 0.5
+    # Larger components are vascular trees or sinuses: tumefactive Gd+ lesions above
+    # 20 cm^3 are outside what this counting trial reads.
+    max_volume_mm3: float = 20000.0
+    # probability = logistic((z - seed_z) / probability_scale_z): 0.5 at the seed threshold,
+    # 0.88 two z-units above it.
+    probability_scale_z: float = 1.0
+    # Voxels of rejected candidates keep at most this probability (readers still see them).
+    rejected_probability_cap: float = 0.2
 
 
 @dataclass(frozen=True)

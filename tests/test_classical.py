@@ -1,0 +1,234 @@
+"""The classical Gd+ detector on small synthetic heads with anisotropic, non-identity affines.
+
+Each synthetic head is defined in world millimetres (an ellipsoidal brain: white matter
+inside, a grey-matter rim, a ventricle) and sampled on the test grid with partial volume
+(sub-samples along the thick axis), so 1 mm and 3 mm-slice versions show the same anatomy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lesioncount.config import ClassicalConfig, LesionConfig
+from lesioncount.image import Image
+from lesioncount.lesions import label_lesions
+from lesioncount.segmentation import Detection
+from lesioncount.segmentation.classical import detect
+
+CENTRE = np.array([3.0, -10.0, 12.0])        # world mm, away from the origin on purpose
+BRAIN_RADII = np.array([34.0, 40.0, 30.0])
+NOISE = 0.03                                  # relative to white matter (SNR ~33)
+
+
+def grid(thick: bool, oblique: bool = False) -> np.ndarray:
+    """A 4x4 affine: axes permuted and flipped, 1 mm or 1 x 1 x 3 mm (thick slices on array axis 0)."""
+    sp = (3.0, 1.0, 1.0) if thick else (1.0, 1.0, 1.0)
+    # array axis 0 -> world S (inferior to superior flipped), axis 1 -> world -R, axis 2 -> world A
+    rot = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
+    if oblique:
+        t = np.deg2rad(12.0)
+        rz = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+        rot = rz @ rot
+    aff = np.eye(4)
+    aff[:3, :3] = rot * np.asarray(sp)
+    shape = np.ceil(2 * 44.0 / np.asarray(sp)).astype(int)
+    aff[:3, 3] = CENTRE - aff[:3, :3] @ ((shape - 1) / 2.0)
+    return aff, tuple(int(s) for s in shape)
+
+
+def world_points(shape, aff) -> list[np.ndarray]:
+    """World coordinates of sub-samples 1 mm apart along each voxel's axes (partial volume)."""
+    sp = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    subs = [np.round(s).astype(int) for s in sp]
+    offs = [(np.arange(n) + 0.5) / n - 0.5 for n in subs]
+    ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
+    out = []
+    for a in offs[0]:
+        for b in offs[1]:
+            for c in offs[2]:
+                out.append((ijk + np.array([a, b, c], np.float32)) @ aff[:3, :3].T.astype(np.float32)
+                           + aff[:3, 3].astype(np.float32))
+    return out
+
+
+def head(thick=False, lesions=(), oblique=False, seed=0, pre_map=None):
+    """Post (and pre) images and a brain mask.
+
+    ``lesions``: tuples (kind, centre offset from CENTRE, size, value) with kinds
+    ``ball`` (radius), ``ring`` (radius; rim 40 % of it), ``tube`` (radius, along world x,
+    40 mm), ``sheet`` (thickness, tangent to the brain surface at the top), ``dark``
+    (radius; hypointense). ``value`` multiplies white matter on post.
+    """
+    aff, shape = grid(thick, oblique)
+    acc_post = np.zeros(shape, np.float32)
+    acc_pre = np.zeros(shape, np.float32)
+    acc_brain = np.zeros(shape, np.float32)
+    pts = world_points(shape, aff)
+    for p in pts:
+        d = p - CENTRE
+        rr = np.sqrt(((d / BRAIN_RADII) ** 2).sum(-1))
+        brain = rr < 1.0
+        tissue = np.where(rr < 0.88, 1.0, 0.75).astype(np.float32)       # WM, GM rim
+        vent = (((d - np.array([0, 5, 3])) / np.array([6.0, 14.0, 5.0])) ** 2).sum(-1) < 1
+        tissue = np.where(vent, 0.3, tissue)
+        pre = tissue.copy()
+        post = tissue.copy()
+        for kind, off, size, val in lesions:
+            q = d - np.asarray(off, float)
+            r = np.sqrt((q ** 2).sum(-1))
+            if kind == "ball":
+                post = np.where(r < size, val, post)
+            elif kind == "ring":
+                post = np.where((r < size) & (r > 0.6 * size), val, post)
+                post = np.where(r <= 0.6 * size, 0.8, post)
+                pre = np.where(r < size, 0.8, pre)
+            elif kind == "dark":
+                post = np.where(r < size, val, post)
+                pre = np.where(r < size, val, pre)
+            elif kind == "tube":
+                rt = np.sqrt(q[..., 1] ** 2 + q[..., 2] ** 2)
+                post = np.where((rt < size) & (np.abs(q[..., 0]) < 20), val, post)
+            elif kind == "sheet":
+                # a thin shell just inside the brain surface over its top (dura-like)
+                post = np.where((rr > 1.0 - size / BRAIN_RADII[2]) & (rr < 1.0) & (d[..., 2] > 12),
+                                val, post)
+        acc_post += np.where(brain, post, 0)
+        acc_pre += np.where(brain, pre, 0)
+        acc_brain += brain
+    n = len(pts)
+    rng = np.random.default_rng(seed)
+    post = acc_post / n
+    pre = acc_pre / n
+    brain = acc_brain / n >= 0.5
+    # a smooth bias field, different on pre and post
+    ijk = np.indices(shape, dtype=np.float32)
+    world = np.tensordot(aff[:3, :3], ijk, 1) + aff[:3, 3][:, None, None, None]
+    post = post * (1 + 0.1 * np.tanh((world[0] - CENTRE[0]) / 40.0))
+    pre = pre * (1 - 0.08 * np.tanh((world[2] - CENTRE[2]) / 40.0))
+    if pre_map is not None:
+        pre = pre_map(pre)
+    post = post * 500 + rng.normal(0, NOISE * 500 / np.sqrt(1.0), shape)
+    pre = pre * 300 + rng.normal(0, NOISE * 300, shape)
+    post = np.where(brain, post, 0).astype(np.float32)
+    pre = np.where(brain, pre, 0).astype(np.float32)
+    return Image(post, aff), Image(pre, aff), brain
+
+
+def count(det: Detection, aff) -> int:
+    return int(label_lesions(det.mask, aff).max())
+
+
+def volume(det: Detection, aff) -> float:
+    return float(det.mask.sum() * abs(np.linalg.det(aff[:3, :3])))
+
+
+BALL = ("ball", (8.0, 6.0, -4.0), 4.0, 1.6)
+
+
+def test_ball_found_with_its_volume():
+    post, pre, brain = head(lesions=[BALL])
+    det = detect(post, None, brain)
+    assert count(det, post.affine) == 1
+    v_true = 4 / 3 * np.pi * 4.0 ** 3
+    assert abs(volume(det, post.affine) - v_true) / v_true < 0.2
+    # the detection is where the ball is
+    ijk = np.argwhere(det.mask).mean(0)
+    xyz = post.affine[:3, :3] @ ijk + post.affine[:3, 3]
+    assert np.linalg.norm(xyz - (CENTRE + BALL[1])) < 1.5
+
+
+def test_ball_with_pre_found_and_nothing_else():
+    post, pre, brain = head(lesions=[BALL], oblique=True)
+    det = detect(post, pre, brain)
+    assert count(det, post.affine) == 1
+    assert det.info["reference"] == "pre_contrast"
+
+
+def test_ring_lesion_is_one_lesion_with_full_volume():
+    post, pre, brain = head(lesions=[("ring", (-8.0, 4.0, 8.0), 5.0, 1.7)])
+    for p in (None, pre):
+        det = detect(post, p, brain)
+        assert count(det, post.affine) == 1
+        v_true = 4 / 3 * np.pi * 5.0 ** 3
+        assert abs(volume(det, post.affine) - v_true) / v_true < 0.25
+
+
+def test_bright_tube_is_rejected_as_vessel():
+    post, pre, brain = head(lesions=[("tube", (0.0, -12.0, -6.0), 1.5, 1.8)])
+    det = detect(post, pre, brain)
+    assert count(det, post.affine) == 0
+    assert det.info["n_candidates"] >= 1          # it did light up ...
+    reasons = [c["reason"] for c in det.info["candidates"]]
+    assert any(r in ("elongated", "thin") for r in reasons)   # ... and was rejected as a vessel
+
+
+def test_bright_sheet_at_the_surface_is_rejected_as_dura():
+    post, pre, brain = head(lesions=[("sheet", (0, 0, 0), 1.5, 1.8)])
+    for p in (None, pre):
+        det = detect(post, p, brain)
+        assert count(det, post.affine) == 0
+        assert det.info["n_candidates"] >= 1
+
+
+def test_dark_lesion_is_not_detected():
+    post, pre, brain = head(lesions=[("dark", (8.0, 6.0, -4.0), 5.0, 0.55)])
+    for p in (None, pre):
+        det = detect(post, p, brain)
+        assert count(det, post.affine) == 0
+
+
+def test_pre_of_different_contrast_only_the_lesion_fires():
+    # pre is a different sequence: a nonlinear monotone function of the tissue contrast
+    post, pre, brain = head(lesions=[BALL], pre_map=lambda x: x ** 2.5 + 0.1 * x)
+    det = detect(post, pre, brain)
+    assert count(det, post.affine) == 1
+    lab = label_lesions(det.mask, post.affine)
+    ijk = np.argwhere(lab == 1).mean(0)
+    xyz = post.affine[:3, :3] @ ijk + post.affine[:3, 3]
+    assert np.linalg.norm(xyz - (CENTRE + BALL[1])) < 1.5
+    # outside the lesion, the enhancement map is noise (no tissue-contrast residue)
+    from scipy import ndimage as ndi
+
+    near = ndi.distance_transform_edt(lab == 0, sampling=post.spacing) <= 3.0
+    far = brain & ~near
+    assert np.percentile(det.enhancement[far], 99.9) < ClassicalConfig().seed_z
+
+
+def test_same_result_for_1mm_and_3mm_slices():
+    big = ("ball", (-6.0, -8.0, 4.0), 5.0, 1.6)
+    vols = []
+    for thick in (False, True):
+        post, pre, brain = head(thick=thick, lesions=[big])
+        assert np.allclose(sorted(post.spacing), [1, 1, 3] if thick else [1, 1, 1])
+        det = detect(post, pre, brain)
+        assert count(det, post.affine) == 1
+        vols.append(volume(det, post.affine))
+    assert abs(vols[0] - vols[1]) / vols[0] < 0.2
+
+
+def test_outputs_are_finite_typed_and_bounded():
+    post, pre, brain = head(thick=True, lesions=[BALL])
+    arr = post.array.copy()
+    arr[~brain] = np.nan                         # NaN outside the brain must not leak
+    det = detect(Image(arr, post.affine), pre, brain)
+    assert det.enhancement.dtype == np.float32 and det.probability.dtype == np.float32
+    assert det.mask.dtype == bool and det.mask.shape == post.shape
+    assert np.isfinite(det.enhancement).all() and np.isfinite(det.probability).all()
+    assert det.probability.min() >= 0 and det.probability.max() <= 1
+    assert (det.probability[det.mask] >= 0.5).all()
+    assert count(det, post.affine) == 1
+
+
+def test_minimum_size_from_lesion_config():
+    post, pre, brain = head(lesions=[("ball", (8.0, 6.0, -4.0), 2.0, 1.8)])  # ~34 mm^3
+    assert count(detect(post, pre, brain), post.affine) == 1
+    big_min = LesionConfig(min_volume_mm3=60.0)
+    assert count(detect(post, pre, brain, lesion_cfg=big_min), post.affine) == 0
+
+
+def test_grid_mismatch_is_a_typed_error():
+    from lesioncount.errors import GridError
+
+    post, pre, brain = head()
+    with pytest.raises(GridError):
+        detect(post, pre, brain[:-1])
