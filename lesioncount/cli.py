@@ -116,6 +116,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import logging
+
+    from .training import TrainOptions, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    opts = TrainOptions(seed=args.seed, steps=args.steps, lr=args.lr, threads=args.threads,
+                        val_every=args.val_every)
+    hist = train(args.out, data_dir=args.data, cache_dir=args.cache, init=args.init, options=opts)
+    print(f"weights written to {args.out} (best validation F1 {hist['best_val_f1']:.3f} at step "
+          f"{hist['best_step']}, {hist['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .evaluation import evaluate, format_table, write_evaluation
     from .phantom import make_study
@@ -205,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("truth", help="the phantom's derivatives/truth folder")
     q.add_argument("--json", help="where to write the JSON (default OUT/evaluation.json)")
     q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("train", help="train or fine-tune the U-Net detector")
+    q.add_argument("--out", default="models/unet_gd.pt", help="weights file to write")
+    q.add_argument("--data", help="folder of <case>/post.nii.gz, [pre.nii.gz], label.nii.gz, "
+                                  "[brain.nii.gz] (default: the phantom)")
+    q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
+    q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--steps", type=int, default=900)
+    q.add_argument("--lr", type=float, default=3e-3)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--val-every", type=int, default=150)
+    q.set_defaults(func=cmd_train)
     return p
 
 

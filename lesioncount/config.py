@@ -187,6 +187,36 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class UNetConfig:
+    """The U-Net detector (lesioncount.segmentation.unet) and its shipped weights."""
+
+    # Weights file; "" = the shipped models/unet_gd.pt next to the package (no network).
+    weights: str = ""
+    # Voxels with probability >= threshold are lesion: 0.5 is the decision the training
+    # loss (BCE + Dice) is calibrated for; the validation F1 of models/README.md uses it.
+    threshold: float = 0.5
+    # Inference grid spacing: the model was trained on 1 mm isotropic patches (3 mm-slice
+    # scans are resampled to it, as in training's thick-slice augmentation).
+    spacing_mm: float = 1.0
+    # Sliding window edge (voxels, a multiple of 8): 96^3 holds a whole lesion with its
+    # context and keeps a window's activations ~100 MB on CPU.
+    window: int = 96
+    # Overlap between windows (voxels): more than the blending falloff so edge voxels, which
+    # see less context, are outweighed by a neighbour window's centre.
+    overlap: int = 16
+    # Test-time flips (3 axes, averaged): ~4x slower; off to stay under 30 s per scan on CPU.
+    flips: bool = False
+    # "auto" = CUDA when available, else CPU; "cpu" or "cuda" to force.
+    device: str = "auto"
+    # Windows per forward pass on a GPU (CPU always uses 1: no speed-up, more memory).
+    batch: int = 4
+    # CPU threads for torch (0 = torch's default): 2 = the target machine's cores.
+    threads: int = 2
+    # Use the registered pre-contrast channel when present (the model also works without).
+    use_pre: bool = True
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     detector: str = "classical"  # "classical" or "unet"
     use_pre: bool = True  # use the pre-contrast T1 when a session has one
@@ -195,6 +225,7 @@ class PipelineConfig:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
     # Eligibility: "more than 2 Gd+ lesions at inclusion" excludes (trial.md).
     max_baseline_gd: int = 2
 
@@ -218,7 +249,7 @@ class PipelineConfig:
     def from_dict(cls, d: dict[str, Any]) -> "PipelineConfig":
         kw = dict(d)
         subs = {"lesion": LesionConfig, "brain": BrainConfig, "registration": RegistrationConfig,
-                "classical": ClassicalConfig, "tracking": TrackingConfig}
+                "classical": ClassicalConfig, "tracking": TrackingConfig, "unet": UNetConfig}
         for name, klass in subs.items():
             if name in kw and isinstance(kw[name], dict):
                 sub = dict(kw[name])
