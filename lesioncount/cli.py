@@ -158,6 +158,15 @@ def cmd_demo(args) -> int:
     return 1 if result.n_failed else 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    _setup_logging(None, quiet=False)
+    dest = write_report(args.out, args.dest, use_reviewed=not args.automatic)
+    print(f"report written to {dest}")
+    return 0
+
+
 def _optional(name: str, func: str):
     def run(args):
         import importlib
@@ -232,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--val-every", type=int, default=150)
     q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("report", help="write the self-contained HTML QC report and the "
+                                      "IL-2 vs placebo endpoint of an output folder")
+    q.add_argument("out", help="output folder of `lesioncount run`")
+    q.add_argument("--dest", help="HTML file to write (default OUT/report.html)")
+    q.add_argument("--automatic", action="store_true",
+                   help="use the automatic counts even where reviewed tables exist")
+    q.set_defaults(func=cmd_report)
     return p
 
 
