@@ -158,6 +158,28 @@ def cmd_demo(args) -> int:
     return 1 if result.n_failed else 0
 
 
+def cmd_review(args) -> int:
+    from .napari import launch
+
+    return launch(args.out, subject=args.subject, reader=args.reader)
+
+
+def cmd_reviewed(args) -> int:
+    from .review import review_study
+
+    res = review_study(args.out, args.reader)
+    print(f"{res.n_decisions} decisions of {', '.join(res.readers)} applied")
+    for p in res.written:
+        print(f"written: {p}")
+    if res.disagreements is not None:
+        print(f"{len(res.disagreements)} disagreement(s) between {res.readers[0]} and "
+              f"{res.readers[1]} to adjudicate")
+    if res.unmatched:
+        print(f"{len(res.unmatched)} decision(s) no longer match a lesion (see the log)",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -236,11 +258,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
     q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--steps", type=int, default=900)
+    q.add_argument("--steps", type=int, default=600)
     q.add_argument("--lr", type=float, default=3e-3)
-    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--threads", type=int, default=2)
     q.add_argument("--val-every", type=int, default=150)
     q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("review", help="open napari on an output folder for central reader review")
+    q.add_argument("out", help="output folder of `lesioncount run`")
+    q.add_argument("--subject", help="start at this subject (default: where you left off)")
+    q.add_argument("--reader", help="your name, recorded with every decision "
+                                    "(default: $LESIONCOUNT_READER or the login name)")
+    q.set_defaults(func=cmd_review)
+
+    q = sub.add_parser("reviewed", help="write the reader-adjusted tables (*_reviewed.tsv) "
+                                        "and two readers' disagreements")
+    q.add_argument("out", help="output folder of `lesioncount run`")
+    q.add_argument("--reader", action="append",
+                   help="whose decisions (repeatable; with two, disagreements.tsv is written "
+                        "and the later reader wins: name the adjudicator last)")
+    q.set_defaults(func=cmd_reviewed)
 
     q = sub.add_parser("report", help="write the self-contained HTML QC report and the "
                                       "IL-2 vs placebo endpoint of an output folder")
