@@ -83,8 +83,9 @@ class RegistrationConfig:
     learning_rate: float = 1.0
     min_step_mm: float = 0.01
     seed: int = 7  # sampling is random: fix it so reruns give identical transforms
-    # Threads for SimpleITK (0 = all cores). Results are reproducible for a given
-    # thread count; set 1 for bit-identical results across machines.
+    # Threads for SimpleITK (0 = all cores). 1 thread gives bit-identical reruns; with more,
+    # ITK adds per-thread sums in a varying order and reruns agree to ~1e-15 (measured,
+    # tests/test_registration.py), far below any distance that matters.
     threads: int = 0
     # "moments": centres of mass (of the brain masks when given) are aligned first, so
     # ~10 mm / 10 degree motion and whole-head vs brain-only pairs start close;
@@ -96,6 +97,9 @@ class RegistrationConfig:
     # Gaussian scale of the gradient magnitudes in the quality figure: larger than a
     # 3 mm slice so 1 mm and 3 mm-slice scans of one head correlate well when aligned.
     quality_sigma_mm: float = 2.0
+    # When the first attempt looks failed, try again from brain-mask centres and from the
+    # field-of-view centres and keep the best (a failed session is not counted at all).
+    retry: bool = True
     # A registration whose post-alignment quality (normalised cross-correlation of the
     # gradient-magnitude images inside the fixed brain mask, see registration.py) falls below
     # this is flagged as failed and its session is not counted.

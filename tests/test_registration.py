@@ -1,0 +1,208 @@
+"""Rigid/affine registration: known motions, contrasts, grids, failure, transforms, points."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lesioncount.config import RegistrationConfig
+from lesioncount.errors import InputError
+from lesioncount.image import Image, resample
+from lesioncount.registration import (
+    alignment_quality,
+    displacement_error,
+    identity,
+    load_transform,
+    points_to_fixed,
+    register,
+    rigid_transform,
+    save_transform,
+    transform_points_ras,
+)
+from test_brain import grid_like, load_template, rotation_matrix, whole_head
+
+# One thread: reproducible and polite on a shared 2-core machine.
+CFG = RegistrationConfig(threads=1)
+CENTRE = (0.0, -18.0, 18.0)  # about the middle of the MNI brain (RAS mm)
+
+
+@pytest.fixture(scope="module")
+def tpl1() -> Image:
+    return load_template(1.0)
+
+
+@pytest.fixture(scope="module")
+def fixed2(tpl1) -> Image:
+    return resample(tpl1, grid_like(tpl1, (2.0, 2.0, 2.0)))
+
+
+def other_contrast(img: Image) -> Image:
+    """A second sequence: lower grey/white contrast (gamma 0.5) with a constant offset."""
+    a = img.array
+    return img.like(np.where(a > 0, 40 + 255 * (a / 255.0) ** 0.5, 0).astype(np.float32))
+
+
+def moved(content: Image, true_tx, grid: Image, noise: float = 5.0, seed: int = 0) -> Image:
+    """``content`` seen through a fixed->moving motion ``true_tx`` on ``grid`` (+ noise)."""
+    m = resample(content, grid, true_tx.GetInverse())
+    rng = np.random.default_rng(seed)
+    return m.like(m.array + rng.normal(0, noise, m.shape).astype(np.float32))
+
+
+def test_recovers_rigid_motion_between_contrasts(tpl1, fixed2):
+    true = rigid_transform((6, -5, 8), (7, -5, 6), center_ras=CENTRE)
+    moving = moved(other_contrast(tpl1), true, grid_like(tpl1, (2.0, 2.0, 2.0)))
+    brain = fixed2.array > 0
+    start = displacement_error(true, identity().transform, fixed2, brain)
+    reg = register(fixed2, moving, CFG, fixed_mask=brain)
+    err = displacement_error(true, reg.transform, fixed2, brain)
+    assert start > 10.0  # the motion is real
+    assert err < 0.5
+    assert not reg.failed and reg.quality > 0.8
+    assert reg.iterations > 0 and reg.seconds > 0
+    # the quality figure drops clearly before alignment
+    assert alignment_quality(fixed2, moving, None, fixed_mask=brain, cfg=CFG) < 0.5
+
+
+def test_three_mm_slices_oblique_moving(tpl1, fixed2):
+    true = rigid_transform((-8, 6, -10), (-6, 8, 5), center_ras=CENTRE)
+    grid = grid_like(tpl1, (1.5, 1.5, 3.0), rotation=rotation_matrix(10, 0, -15))
+    moving = moved(other_contrast(tpl1), true, grid)
+    brain = fixed2.array > 0
+    reg = register(fixed2, moving, CFG, fixed_mask=brain)
+    assert displacement_error(true, reg.transform, fixed2, brain) < 0.5
+    assert not reg.failed
+
+
+def test_anisotropic_oblique_fixed_and_affine_option(tpl1):
+    grid = grid_like(tpl1, (2.0, 1.6, 3.0), rotation=rotation_matrix(-12, 9, 25))
+    fixed = resample(tpl1, grid)
+    brain = fixed.array > 0
+    true = rigid_transform((5, 7, -6), (5, 6, -8), center_ras=CENTRE)
+    moving = moved(other_contrast(tpl1), true, grid_like(tpl1, (2.0, 2.0, 2.0)))
+    reg = register(fixed, moving, CFG, fixed_mask=brain)
+    assert displacement_error(true, reg.transform, fixed, brain) < 0.5
+    aff = register(fixed, moving, RegistrationConfig(threads=1, transform="affine"),
+                   fixed_mask=brain)
+    assert aff.transform.GetName() == "AffineTransform"
+    assert displacement_error(true, aff.transform, fixed, brain) < 1.0
+
+
+def test_whole_head_moving_to_brain_only_fixed(tpl1, fixed2):
+    from lesioncount.brain import brain_mask
+
+    head2, _ = whole_head(load_template(2.0), post=True)
+    true = rigid_transform((7, -6, 5), (-8, 6, 7), center_ras=CENTRE)
+    moving = moved(head2, true, head2)
+    brain = fixed2.array > 0
+    reg = register(fixed2, moving, CFG, fixed_mask=brain, moving_mask=brain_mask(moving))
+    assert displacement_error(true, reg.transform, fixed2, brain) < 0.5
+
+
+def test_registration_to_noise_is_failed(fixed2):
+    rng = np.random.default_rng(3)
+    noise = fixed2.like(rng.uniform(0, 255, fixed2.shape).astype(np.float32))
+    cfg = RegistrationConfig(threads=1, retry=False, iterations=40)
+    reg = register(fixed2, noise, cfg,
+                   fixed_mask=fixed2.array > 0)
+    assert reg.failed
+    assert reg.quality < CFG.min_quality
+
+
+def test_quality_drops_for_misalignment(tpl1, fixed2):
+    moving = other_contrast(resample(tpl1, grid_like(tpl1, (2.0, 2.0, 2.0))))
+    brain = fixed2.array > 0
+    aligned = alignment_quality(fixed2, moving, None, fixed_mask=brain)
+    off = alignment_quality(fixed2, moving, rigid_transform((0, 0, 0), (4, 0, 0)),
+                            fixed_mask=brain)
+    assert aligned > 0.8
+    assert off < aligned - 0.3
+
+
+def test_deterministic(tpl1, fixed2):
+    """One thread: bit-identical reruns. Several threads: ITK sums per-thread parts in a
+    varying order, so reruns agree to rounding (~1e-15), far below any distance that matters."""
+    true = rigid_transform((4, 3, -5), (3, -4, 2), center_ras=CENTRE)
+    moving = moved(other_contrast(tpl1), true, grid_like(tpl1, (2.0, 2.0, 2.0)))
+    brain = fixed2.array > 0
+    kw = dict(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0))
+    one = RegistrationConfig(threads=1, **kw)
+    a = register(fixed2, moving, one, fixed_mask=brain)
+    b = register(fixed2, moving, one, fixed_mask=brain)
+    assert a.transform.GetParameters() == b.transform.GetParameters()
+    two = RegistrationConfig(threads=2, **kw)
+    c = register(fixed2, moving, two, fixed_mask=brain)
+    d = register(fixed2, moving, two, fixed_mask=brain)
+    assert displacement_error(c.transform, d.transform, fixed2, brain) < 1e-6
+
+
+def test_tfm_round_trip(tmp_path):
+    tx = rigid_transform((3, -4, 5), (1.5, -2.5, 3.5), center_ras=CENTRE)
+    p = tmp_path / "t.tfm"
+    save_transform(tx, p)
+    back = load_transform(p)
+    assert back.GetName() == "Euler3DTransform"
+    np.testing.assert_allclose(back.GetParameters(), tx.GetParameters(), atol=1e-9)
+    np.testing.assert_allclose(back.GetFixedParameters(), tx.GetFixedParameters(), atol=1e-9)
+    with pytest.raises(InputError):
+        load_transform(tmp_path / "missing.tfm")
+    (tmp_path / "bad.tfm").write_text("not a transform")
+    with pytest.raises(InputError):
+        load_transform(tmp_path / "bad.tfm")
+
+
+def test_displacement_error_of_a_translation_is_its_length():
+    ref = Image(np.zeros((10, 12, 8), np.uint8), np.diag([2.0, 1.0, 3.0, 1.0]))
+    t = rigid_transform((0, 0, 0), (3.0, 4.0, 0.0))
+    assert displacement_error(t, identity().transform, ref) == pytest.approx(5.0)
+    m = np.zeros(ref.shape, bool)
+    m[2:5, 2:5, 2:5] = True
+    assert displacement_error(t, t, ref, m) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_points_follow_resample():
+    """A bright dot moved by resample lands where the point functions say."""
+    aff = np.eye(4)
+    aff[:3, :3] = rotation_matrix(20, -10, 30) @ np.diag([1.0, 1.2, 2.0])
+    aff[:3, 3] = [-30.0, -35.0, -40.0]
+    grid = Image(np.zeros((60, 60, 40), np.float32), aff)
+    tx = rigid_transform((8, -6, 12), (4.0, -3.0, 5.0), center_ras=grid.world(np.array([30, 30, 20])))
+    p_fixed = grid.world(np.array([28.0, 33.0, 21.0]))
+    p_moving = transform_points_ras(tx, p_fixed)
+    np.testing.assert_allclose(points_to_fixed(tx, p_moving), p_fixed, atol=1e-9)
+    # a dot (blurred ball) at p_moving in the moving image, moving image on the same grid
+    xyz = grid.world(np.indices(grid.shape).transpose(1, 2, 3, 0).astype(float))
+    dot = np.exp(-((xyz - p_moving) ** 2).sum(-1) / (2 * 2.0 ** 2)).astype(np.float32)
+    out = resample(grid.like(dot), grid, tx).array  # onto the fixed grid
+    w = out / out.sum()
+    centroid = (xyz * w[..., None]).reshape(-1, 3).sum(0)
+    np.testing.assert_allclose(centroid, p_fixed, atol=0.3)
+    # vectorised shape handling
+    pts = np.stack([p_fixed, p_fixed + 1.0])
+    assert transform_points_ras(tx, pts).shape == (2, 3)
+
+
+def test_identity_and_sidecar_are_json():
+    reg = identity()
+    assert not reg.failed and reg.quality == 1.0
+    d = reg.to_dict()
+    json.dumps(d)
+    np.testing.assert_allclose(d["matrix_fixed_to_moving_ras"], np.eye(4), atol=1e-12)
+
+
+def test_matrix_ras_matches_points():
+    tx = rigid_transform((10, 0, 0), (0, 0, 5), center_ras=(1, 2, 3))
+    from lesioncount.registration import Registration
+
+    reg = Registration(tx, 1.0, False, 0.0, 0, 0.0, "")
+    p = np.array([10.0, -20.0, 30.0])
+    m = reg.matrix_ras
+    np.testing.assert_allclose(m[:3, :3] @ p + m[:3, 3], transform_points_ras(tx, p), atol=1e-9)
+    # the rotation about the RAS x axis (= -LPS x) keeps x and the centre fixed
+    np.testing.assert_allclose(transform_points_ras(tx, (1, 2, 3)), (1, 2, 8), atol=1e-9)
+
+
+def test_mask_shape_mismatch_is_input_error(fixed2):
+    with pytest.raises(InputError):
+        register(fixed2, fixed2, CFG, fixed_mask=np.ones((3, 3, 3), bool))
