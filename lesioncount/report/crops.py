@@ -286,7 +286,8 @@ def lesion_panels(center_ras, lesion_id: int | None, current: SessionImages,
 
 
 def registration_panels(baseline: SessionImages, session: SessionImages,
-                        center_ras=None) -> list[Panel]:
+                        center_ras=None, planes: tuple[str, ...] = ("axial", "coronal")
+                        ) -> list[Panel]:
     """Visual check of a session's registration to baseline, in baseline space.
 
     An axial checkerboard (baseline and the session in alternating tiles: a misalignment
@@ -309,7 +310,7 @@ def registration_panels(baseline: SessionImages, session: SessionImages,
     tx = session.to_baseline
     unreg = "" if session.registered else " (no transform: unregistered)"
     panels = []
-    for plane in ("axial", "coronal"):
+    for plane in planes:
         rows_mm = ext[1] if plane == "axial" else ext[2]
         fov = (min(rows_mm, 260.0), min(ext[0], 260.0))
         grid = plane_grid(center_ras, fov, REG_SPACING_MM, plane)

@@ -214,6 +214,10 @@ def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck
             row = data.counts[(data.counts["subject"] == subject) & (data.counts["session"] == ses)]
             if len(row) and "registration_quality" in row and pd.notna(row["registration_quality"].iloc[0]):
                 quality = float(row["registration_quality"].iloc[0])
+        if quality is None:  # a failed registration's quality is in its error message
+            m = next((re.search(r"quality (-?[0-9.]+)", r) for r in reasons
+                      if "baseline" in r.lower()), None)
+            quality = float(m.group(1).rstrip(".")) if m else None
         failed = bool(tb.get("failed")) or any("baseline" in r.lower() for r in reasons)
         pre_failed = bool(pp.get("failed")) or any("pre-contrast" in r.lower() for r in reasons)
         is_base = bool(side.get("is_baseline")) if side else n == 0

@@ -101,7 +101,7 @@ def timeline_figure(visits: list[str], gd: list[float], new: list[float],
                     cumulative: list[float], flagged: list[bool] | None = None) -> bytes:
     """One patient's visits: Gd+ and new Gd+ counts (bars) and the cumulative new count (line).
 
-    Visits flagged for registration are marked with a hatched band.
+    Visits flagged for registration (or not counted) are marked with a shaded band.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 2.3))
@@ -118,7 +118,7 @@ def timeline_figure(visits: list[str], gd: list[float], new: list[float],
     for i, f in enumerate(flagged or []):
         if f:
             ax.axvspan(i - 0.5, i + 0.5, color=OKABE_ITO["vermillion"], alpha=0.12, lw=0)
-            ax.text(i, 0.02, "reg.\nflag", ha="center", va="bottom", fontsize=7,
+            ax.text(i, 0.02, "flagged", ha="center", va="bottom", fontsize=7,
                     color=OKABE_ITO["vermillion"], transform=ax.get_xaxis_transform())
     ax.set_xticks(x)
     ax.set_xticklabels([v.replace("ses-", "") for v in visits], fontsize=8)

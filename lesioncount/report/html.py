@@ -62,6 +62,7 @@ figcaption { font-size: 12px; color: var(--muted); }
 .panel img { width: 160px; height: 160px; image-rendering: auto; display: block; border: 1px solid #888; }
 .panel.reg { width: auto; }
 .panel.reg img { width: auto; height: 240px; }
+.panel.reg.small img { height: 150px; }
 .subject-head { display: flex; gap: 22px; align-items: flex-start; flex-wrap: wrap; }
 .notes li { margin: 2px 0; }
 footer { margin-top: 40px; font-size: 12px; color: var(--muted); border-top: 1px solid var(--line); padding-top: 8px; }
@@ -229,7 +230,14 @@ def _input_path(p, out: Path) -> Path | None:
 
 def session_images(data: StudyData, subject: str, session: str, is_baseline: bool) -> crops.SessionImages:
     side = data.sidecars.get((subject, session), {})
-    inputs = side.get("inputs") or {}
+    inputs = dict(side.get("inputs") or {})
+    if not inputs.get("post"):
+        # a session that failed (e.g. its registration to baseline) has no sidecar: its
+        # error row names the post-contrast scan, so it can still be shown, unregistered
+        err = data.errors[(data.errors["subject"] == subject) & (data.errors["session"] == session)]
+        files = [f for f in err["file"] if str(f).endswith((".nii", ".nii.gz"))
+                 and "ce-gadolinium" in Path(str(f)).name]
+        inputs["post"] = files[0] if files else None
     p = data.paths(subject, session)
     return crops.SessionImages(
         post_path=_input_path(inputs.get("post"), data.out),
@@ -276,9 +284,12 @@ def _timeline(data: StudyData, subject: str, checks: list[RegistrationCheck]) ->
             ("", "")]
     fig = ""
     if len(c):
-        png = figures.timeline_figure(list(c["session"]), list(c["gd_count"]),
-                                      list(c["new_gd_count"]), list(c["cumulative_new_gd"]),
-                                      [flag.get(s, False) for s in c["session"]])
+        def col(name):
+            return [by_ses[ses][name] if ses in by_ses else None for ses in sessions]
+        png = figures.timeline_figure(sessions, col("gd_count"), col("new_gd_count"),
+                                      col("cumulative_new_gd"),
+                                      [flag.get(ses, False) or ses not in by_ses
+                                       for ses in sessions])
         fig = (f"<figure>{img(figures.png_data_uri(png), f'visit timeline of {subject}', 'plot timeline')}"
                "</figure>")
     return f"<div class='subject-head'><div>{table(cols, rows, classes)}</div>{fig}</div>"
@@ -309,7 +320,11 @@ def _registration(data: StudyData, subject: str, checks: list[RegistrationCheck]
              + (f"; below {min_quality} is flagged and the visit not counted" if min_quality else "")
              + "). Checkerboard: tiles alternate baseline and visit, so a misalignment breaks "
              "edges at the tile borders. Overlay: the baseline's edges (blue) on the visit.</p>"]
+    in_row = False
     for k in ordered:
+        if not k.flagged and not in_row:
+            parts.append("<div class='cards'>")
+            in_row = True
         head = tag("FLAGGED", "flag") if k.flagged else tag("ok", "ok")
         detail = [f"quality {fmt(k.quality)}"]
         if k.pre_quality is not None:
@@ -317,15 +332,18 @@ def _registration(data: StudyData, subject: str, checks: list[RegistrationCheck]
                           + (" (failed: pre-contrast not used)" if k.pre_failed else ""))
         reasons = "".join(f"<br><span class='muted'>{esc(r)}</span>" for r in k.reasons)
         try:
-            panels = crops.registration_panels(images[base_ses], images[k.session])
+            planes = ("axial", "coronal") if k.flagged else ("axial",)
+            panels = crops.registration_panels(images[base_ses], images[k.session], planes=planes)
         except Exception as e:  # a broken image must not sink the whole report
             log.warning("%s %s: registration check not drawn: %s", subject, k.session, e)
             panels = []
-        body = _panels_html(panels, "panel reg") if panels else \
+        body = _panels_html(panels, "panel reg" if k.flagged else "panel reg small") if panels else \
             "<p class='muted'>no images to show (scans not found)</p>"
         parts.append(f"<div class='card{' flag' if k.flagged else ''}'><h4>{esc(k.session)} "
                      f"{head} <span class='muted'>{'; '.join(detail)}</span></h4>{reasons}"
                      f"{body}</div>")
+    if in_row:
+        parts.append("</div>")
     return "".join(parts)
 
 
