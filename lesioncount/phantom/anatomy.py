@@ -403,7 +403,7 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
 
     veins = _Splat(shape, aff)
     # cortical veins: tortuous 1-2.5 mm tubes on the convexity
-    surf = np.argwhere((np.abs(sd) <= 1.0) & (z > -30))
+    surf = np.argwhere((np.abs(sd) <= sp) & (z > -30))
     for _ in range(n_veins):
         s = apply_affine(aff, surf[rng.integers(len(surf))].astype(float))
         pts = _walk_surface(rng, s, sd_at, grad_at, rng.uniform(25, 80))
