@@ -220,7 +220,7 @@ def test_report_is_self_contained_with_every_section(study):
     data = load_study(out)
     for subj in data.subjects.subject:
         assert f"id='s-{subj}'" in html
-    for sect in ("id='endpoint'", "id='eligibility'", "IL-2 vs placebo", "Automatic counts"):
+    for sect in ("id='endpoint'", "id='eligibility'", "<h3>il2 vs placebo</h3>", "Automatic counts"):
         assert sect in html
 
 
@@ -285,10 +285,17 @@ def test_reviewed_counts_are_used_and_said(tmp_path):
         df = pd.read_csv(out / f"{t}.tsv", sep="\t")
         df["cumulative_new_gd"] = df["cumulative_new_gd"] + 7  # a reader's (visible) change
         df.to_csv(out / f"{t}_reviewed.tsv", sep="\t", index=False, na_rep="n/a")
+    les = pd.read_csv(out / "lesions.tsv", sep="\t")
+    les["review"] = "auto"
+    added = les[les.status == "new"].iloc[[0]].assign(lesion=99, review="added", reader="dr-a")
+    pd.concat([les, added]).to_csv(out / "lesions_reviewed.tsv", sep="\t", index=False,
+                                   na_rep="n/a")
     html = write_report(out).read_text()
     assert "Reviewed counts." in html and "counts_reviewed.tsv" in html
     ep = _endpoint(html)
-    assert ep["reviewed"] == ["counts_reviewed.tsv", "subjects_reviewed.tsv"]
+    assert ep["reviewed"] == ["counts_reviewed.tsv", "lesions_reviewed.tsv", "subjects_reviewed.tsv"]
+    assert html.count("<div class='card lesion'>") == int((les.status == "new").sum()) + 1
+    assert "reader: added (dr-a)" in html  # a lesion the reader added has its card too
     assert all(p["y"] >= 7 for p in ep["patients"])
     html2 = write_report(out, tmp_path / "auto.html", use_reviewed=False).read_text()
     assert "Automatic counts." in html2 and all(p["y"] < 7 for p in _endpoint(html2)["patients"])

@@ -66,5 +66,5 @@ def write_report(out_dir: str | Path, dest: str | Path | None = None, *,
     page = render_report(data, treated=treated, control=control)
     dest = Path(dest) if dest is not None else out_dir / "report.html"
     write_text(dest, page)
-    log.info("report written to %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
+    log.debug("report written to %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return dest

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 OUTLINE_RGB = (230, 159, 0)  # Okabe-Ito orange: the lesion outline
 EDGE_RGB = (86, 180, 233)  # Okabe-Ito sky blue: baseline edges over a follow-up
 CARD_FOV_MM = 48.0  # a lesion card shows 48 mm around the lesion: lesion plus landmarks
-CARD_SPACING_MM = 0.3  # 160 px per panel: a 3 mm lesion spans 10 px
+CARD_PIXELS = 160  # per panel side: at 48 mm (0.3 mm/px) a 3 mm lesion spans 10 px
 REG_SPACING_MM = 1.0
 CHECKER_MM = 16.0  # checkerboard tiles: a few gyri each, so a shift shows as broken edges
 
@@ -242,9 +242,18 @@ class Panel:
     note: str = ""
 
 
+def card_fov(volume_mm3: float | None) -> float:
+    """Field of view of a lesion card: 48 mm, or 4 equivalent-sphere diameters for a large
+    lesion (so its surroundings stay in view), at most 120 mm."""
+    if volume_mm3 is None or not np.isfinite(volume_mm3) or volume_mm3 <= 0:
+        return CARD_FOV_MM
+    d = (6 * volume_mm3 / np.pi) ** (1 / 3)
+    return float(np.clip(4 * d, CARD_FOV_MM, 120.0))
+
+
 def lesion_panels(center_ras, lesion_id: int | None, current: SessionImages,
                   previous: SessionImages | None, current_label: str = "",
-                  previous_label: str = "") -> list[Panel]:
+                  previous_label: str = "", fov_mm: float = CARD_FOV_MM) -> list[Panel]:
     """The crops of one lesion card, all in baseline space around ``center_ras``.
 
     Panels: post-contrast at the lesion's visit; the same place on the previous visit;
@@ -252,7 +261,7 @@ def lesion_panels(center_ras, lesion_id: int | None, current: SessionImages,
     written). The lesion (label ``lesion_id`` of the visit's label map) is outlined on
     every panel; where no outline can be drawn, ticks point at its centroid.
     """
-    grid = plane_grid(center_ras, CARD_FOV_MM, CARD_SPACING_MM, "axial")
+    grid = plane_grid(center_ras, fov_mm, fov_mm / CARD_PIXELS, "axial")
     shape = grid.shape[:2]
     mask = None
     if current.labels is not None and lesion_id is not None:

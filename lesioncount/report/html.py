@@ -175,7 +175,7 @@ def endpoint_section(data: StudyData, treated=None, control=None) -> tuple[str, 
             [("group", ""), ("visit", ""), ("median days", "num"), ("n", "num"),
              ("mean cumulative new", "num"), ("95% interval", "num")], rows) + "</details>")
 
-    parts.append("<h3>IL-2 vs placebo</h3>")
+    parts.append(f"<h3>{esc(comp.treated or 'IL-2')} vs {esc(comp.control or 'placebo')}</h3>")
     rr = "n/a"
     if comp.rate_ratio is not None:
         rr = (f"<b>{comp.rate_ratio:.2f}</b> (95% CI {comp.ci_low:.2f}&ndash;{comp.ci_high:.2f}), "
@@ -274,8 +274,15 @@ def _timeline(data: StudyData, subject: str, checks: list[RegistrationCheck]) ->
             rows.append([esc(ses), "", "", "", "", "", "", regq, tag("not counted", "flag")])
             classes.append("flag")
             continue
+        new = fmt(r.get("new_gd_count"))
+        auto_new = r.get("auto_new_gd_count")
+        if auto_new is not None and str(auto_new) != "" and fmt(_num(auto_new)) != new:
+            new += f" <span class='muted'>(auto {fmt(_num(auto_new))})</span>"
+        signed = r.get("signed_off_by")
+        if signed is not None and str(signed) not in ("", "nan"):
+            state = (state + " " if state else "") + tag(f"signed off: {signed}", "ok")
         rows.append([esc(ses), fmt(r.get("days"), 0), fmt(r.get("gd_count")),
-                     fmt(r.get("new_gd_count")), fmt(r.get("persistent_gd_count")),
+                     new, fmt(r.get("persistent_gd_count")),
                      f"<b>{fmt(r.get('cumulative_new_gd'))}</b>", fmt(r.get("pre_used")), regq,
                      state])
         classes.append("flag" if flag.get(ses) else "")
@@ -293,6 +300,13 @@ def _timeline(data: StudyData, subject: str, checks: list[RegistrationCheck]) ->
         fig = (f"<figure>{img(figures.png_data_uri(png), f'visit timeline of {subject}', 'plot timeline')}"
                "</figure>")
     return f"<div class='subject-head'><div>{table(cols, rows, classes)}</div>{fig}</div>"
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _panels_html(panels: list[crops.Panel], cls: str = "panel") -> str:
@@ -355,7 +369,7 @@ def _lesion_cards(data: StudyData, subject: str, images: dict[str, crops.Session
     if not len(les):
         return "<h3>New Gd+ lesions</h3><p class='muted'>No new Gd+ lesion.</p>"
     parts = [f"<h3>New Gd+ lesions ({len(les)})</h3>",
-             "<p class='muted'>Axial crops (48 mm, radiological convention) in baseline space "
+             "<p class='muted'>Axial crops (48 mm or 4 lesion diameters, radiological convention) in baseline space "
              "around each new lesion, outlined in orange on every panel: post-contrast at the "
              "visit, the same place on the previous visit, the pre-contrast scan and the "
              "enhancement map of the visit.</p><div class='cards'>"]
@@ -369,11 +383,17 @@ def _lesion_cards(data: StudyData, subject: str, images: dict[str, crops.Session
                  f"<br><span class='muted'>{fmt(r.get('volume_mm3'), 0)} mm&sup3;; max enhancement "
                  f"{fmt(r.get('max_enhancement'), 1)}; at ({centre[0]:.0f}, {centre[1]:.0f}, "
                  f"{centre[2]:.0f}) mm</span>")
+        review = str(r.get("review") or "")
+        if review and review not in ("auto", "nan"):
+            who = str(r.get("reader") or "")
+            title += "<br>" + tag(f"reader: {review}" + (f" ({who})" if who and who != "nan" else ""),
+                                  "ok" if review != "added" else "na")
         try:
             if not all(math.isfinite(v) for v in centre) or ses not in images:
                 raise ValueError("no position or visit for this lesion")
             panels = crops.lesion_panels(centre, lesion_id, images[ses],
-                                         images.get(prev) if prev else None, ses, prev or "")
+                                         images.get(prev) if prev else None, ses, prev or "",
+                                         fov_mm=crops.card_fov(_num(r.get("volume_mm3"))))
             body = _panels_html(panels)
         except Exception as e:  # noqa: BLE001 - one broken card must not sink the report
             log.warning("%s %s lesion %s: card not drawn: %s", subject, ses, lesion_id, e)
