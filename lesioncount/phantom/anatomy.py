@@ -366,13 +366,47 @@ def _template_base(whole_head: bool, step_mm: int) -> dict:
     else:
         vent = (csf > 0.6) & (-sd > 12.0)
         regions = lesion_regions(brain, wm > 0.5, csf > 0.6, aff, spacing, depth=np.maximum(-sd, 0))
+    # signed distance to the lateral ventricles' walls, on a crop around them: subependymal
+    # veins (thalamostriate, septal, atrial) run along these walls
+    lat = vent & (np.abs(x) > 2.5 * sp)
+    vbox = None
+    if lat.any():
+        vi = np.argwhere(lat)
+        pad = int(np.ceil(8.0 / sp))
+        lo_v = np.maximum(vi.min(axis=0) - pad, 0)
+        hi_v = np.minimum(vi.max(axis=0) + pad + 1, np.asarray(shape))
+        crop = tuple(slice(a, b) for a, b in zip(lo_v, hi_v))
+        lv = lat[crop]
+        vsd = (ndi.distance_transform_edt(~lv, sampling=spacing)
+               - ndi.distance_transform_edt(lv, sampling=spacing)).astype(np.float32)
+        vgz = np.stack(np.gradient(ndi.gaussian_filter(vsd, 1.0)), 0).astype(np.float32)
+        vaff = aff.copy()
+        vaff[:3, 3] = apply_affine(aff, lo_v.astype(float))
+        vbox = dict(aff=vaff, sd=vsd, gz=vgz, surf=np.argwhere(np.abs(vsd) <= sp))
     return dict(aff=aff, gm=gm, wm=wm, csf=csf, brain=brain, sd=sd, gz=gz, z=z, x=x,
                 sinus=sinus.fraction(), falx=falx, vent=vent, regions=regions,
-                deep_veins=deep_veins, spacing=spacing)
+                deep_veins=deep_veins, spacing=spacing, vbox=vbox)
+
+
+def _field_samplers(aff, sd, gz):
+    """Signed distance and its unit gradient at a world point (grids are RAS-aligned with
+    positive steps, so index gradients are world gradients)."""
+    inv = np.linalg.inv(aff)
+
+    def sd_at(p):
+        v = apply_affine(inv, np.atleast_2d(p)).T
+        return float(ndi.map_coordinates(sd, v, order=1, mode="nearest")[0])
+
+    def grad_at(p):
+        v = apply_affine(inv, np.atleast_2d(p)).T
+        g = np.array([ndi.map_coordinates(gz[k], v, order=1, mode="nearest")[0] for k in range(3)])
+        return g / max(np.linalg.norm(g), 1e-6)
+
+    return sd_at, grad_at
 
 
 def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step_mm: int = 1,
-                     n_veins: int = 45) -> Anatomy:
+                     n_veins: int = 80) -> Anatomy:
     """A subject built from the MNI152 2009 template, with normal enhancing structures.
 
     The template's own grid is cropped to the brain plus a margin (24 mm for a whole
@@ -391,24 +425,23 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
     pre = (PRE["wm"] * wm + PRE["gm"] * gm + PRE["csf"] * csf) * (1 + tex)
     post = (POST["wm"] * wm + POST["gm"] * gm + POST["csf"] * csf) * (1 + tex)
 
-    def sd_at(p):
-        v = apply_affine(inv, np.atleast_2d(p)).T
-        return float(ndi.map_coordinates(sd, v, order=1, mode="nearest")[0])
-
-    def grad_at(p):
-        # the template's axes are RAS-aligned with positive steps: index gradient = world gradient
-        v = apply_affine(inv, np.atleast_2d(p)).T
-        g = np.array([ndi.map_coordinates(gz[k], v, order=1, mode="nearest")[0] for k in range(3)])
-        return g / max(np.linalg.norm(g), 1e-6)
-
+    sd_at, grad_at = _field_samplers(aff, sd, gz)
     veins = _Splat(shape, aff)
-    # cortical veins: tortuous 1-2.5 mm tubes on the convexity
-    surf = np.argwhere((np.abs(sd) <= sp) & (z > -30))
+    # cortical veins: tortuous 1-2.5 mm tubes on the surface and down into the sulci
+    surf = np.argwhere((np.abs(sd) <= sp) & (z > -40))
     for _ in range(n_veins):
         s = apply_affine(aff, surf[rng.integers(len(surf))].astype(float))
-        pts = _walk_surface(rng, s, sd_at, grad_at, rng.uniform(25, 80))
+        pts = _walk_surface(rng, s, sd_at, grad_at, rng.uniform(20, 80), target=(-3.0, 1.0))
         r = rng.uniform(0.5, 1.25) * np.linspace(1.0, rng.uniform(0.7, 1.3), len(pts))
         veins.add(pts, r)
+    # subependymal veins along the lateral ventricles' walls (a classic periventricular mimic)
+    vb = base["vbox"]
+    if vb is not None and len(vb["surf"]):
+        vsd_at, vgrad_at = _field_samplers(vb["aff"], vb["sd"], vb["gz"])
+        for _ in range(int(rng.integers(6, 12))):
+            s = apply_affine(vb["aff"], vb["surf"][rng.integers(len(vb["surf"]))].astype(float))
+            pts = _walk_surface(rng, s, vsd_at, vgrad_at, rng.uniform(10, 30), target=(0.3, 1.5))
+            veins.add(pts, rng.uniform(0.5, 1.0))
     for ln in base["deep_veins"]:
         veins.add(ln + rng.normal(0, 0.3, ln.shape), rng.uniform(0.9, 1.3))
     # choroid plexus: irregular blobs in the atria of the lateral ventricles
@@ -432,7 +465,7 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
     dura = np.clip(1.0 - np.abs(sd - 2.0) / 0.75, 0.0, 1.0)
     if not whole_head:
         dura = dura * (_smooth_noise(rng, shape, 4.0 / sp) > 0.15)
-    dura = np.maximum(dura, 0.6 * base["falx"])  # the falx: faint, thinner than a voxel
+    dura = np.maximum(dura, 0.4 * base["falx"])  # the falx: faint, thinner than a voxel
 
     head_mask = sd < 3.0
     if whole_head:

@@ -159,12 +159,15 @@ def render(shape: LesionShape, grid_shape, affine: np.ndarray,
     pts = apply_affine(vox2les, ijk.reshape(-1, 3))
     rel = shape.relative_radius(pts).reshape(-1, sub.shape[0])
     inside = rel <= 1.0
+    # enhancement fades to half at the border over the outer 15 % of the radius: real lesion
+    # margins are not sharp; the border still counts fully in coverage and truth
+    soft = 0.5 + 0.5 * np.clip((1.0 - rel) / 0.15, 0.0, 1.0)
     if shape.kind == RING:
         rim = rel >= 1.0 - shape.rim
-        enh = np.where(rim, shape.contrast, shape.contrast * shape.core)
+        enh = np.where(rim, shape.contrast * soft, shape.contrast * shape.core)
         pre = np.where(rim, shape.pre, shape.pre - 0.08)  # the ring's centre is darker on pre
     else:
-        enh = shape.contrast * (1.0 - 0.25 * rel * rel)  # a little brighter in the middle
+        enh = shape.contrast * (1.0 - 0.25 * rel * rel) * soft  # a little brighter in the middle
         pre = np.full(rel.shape, shape.pre)
     post_val = shape.post + enh
     n = float(sub.shape[0])
