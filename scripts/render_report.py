@@ -3,6 +3,11 @@
 
     python scripts/render_report.py REPORT.html [--screenshot docs/report.png]
                                      [--width 1280] [--height 3200] [--chromium PATH]
+    python scripts/render_report.py WORKDIR --phantom --screenshot docs/report.png
+
+With ``--phantom`` it first makes a phantom study whose placebo arm has a higher rate of
+new lesions (6 subjects x 3 monthly visits), runs lesioncount on it, writes the report
+and also checks that the report's rate ratio IL-2/placebo is below 1.
 
 The load check opens a copy of the report with a small probe script added at the top of
 <head>; after the page's load event the probe records, on <body>, the number of <img>
@@ -112,19 +117,69 @@ def screenshot(html: str | Path, dest: str | Path, width: int = 1280, height: in
     return dest
 
 
+def phantom_report(work: str | Path, *, subjects: int = 6, sessions: int = 3, seed: int = 3,
+                   placebo_rate: float = 1.5, il2_rate: float = 0.3) -> Path:
+    """Make a phantom study whose arms differ (placebo rate higher), run lesioncount on it
+    and write its report; steps already done in ``work`` are reused. Returns the report."""
+    import time
+
+    from lesioncount.phantom import make_study
+    from lesioncount.pipeline import run_study
+    from lesioncount.report import write_report
+
+    work = Path(work)
+    study, out = work / "study", work / "out"
+    t0 = time.perf_counter()
+    if not (study / "dataset_description.json").exists():
+        make_study(study, n_subjects=subjects, n_sessions=sessions, seed=seed,
+                   backgrounds=("mni",), whole_head_fraction=0.0, thick_slice_fraction=0.5,
+                   with_pre=True, arm_rates={"placebo": placebo_rate, "il2": il2_rate},
+                   overwrite=True)
+        print(f"phantom written ({time.perf_counter() - t0:.0f} s)")
+    run_study(study, out, progress=True)
+    print(f"pipeline done ({time.perf_counter() - t0:.0f} s)")
+    report = write_report(out)
+    print(f"report written ({time.perf_counter() - t0:.0f} s): {report}")
+    return report
+
+
+def endpoint_of(report: str | Path) -> dict:
+    """The machine-readable endpoint block embedded in a report."""
+    text = Path(report).read_text(encoding="utf-8")
+    m = re.search(r"<script type='application/json' id='lesioncount-endpoint'>(.*?)</script>",
+                  text, re.S)
+    return json.loads(m.group(1).replace("<\\/", "</")) if m else {}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("report")
+    ap.add_argument("report", help="the HTML report, or with --phantom a working folder")
+    ap.add_argument("--phantom", action="store_true",
+                    help="make a phantom study with a higher placebo rate in REPORT (a folder), "
+                         "run lesioncount, write the report and check the rate ratio is < 1")
     ap.add_argument("--screenshot")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=3200)
     ap.add_argument("--chromium")
     a = ap.parse_args(argv)
-    rec = check_report(a.report, a.chromium)
+    report = phantom_report(a.report) if a.phantom else Path(a.report)
+    rec = check_report(report, a.chromium)
     print(json.dumps(rec, indent=2))
+    ok = rec["ok"]
+    if a.phantom:
+        comp = endpoint_of(report).get("comparison", {})
+        print(json.dumps({k: comp.get(k) for k in ("treated", "control", "n_treated", "n_control",
+                                                    "mean_treated", "mean_control", "model",
+                                                    "rate_ratio", "ci_low", "ci_high", "p_value",
+                                                    "mannwhitney_p", "notes")}, indent=2))
+        rr = comp.get("rate_ratio")
+        right_way = (rr is not None and rr < 1) or (
+            rr is None and (comp.get("mean_treated") or 0) < (comp.get("mean_control") or 0))
+        print(f"rate ratio il2/placebo goes the right way (< 1): {right_way}")
+        ok = ok and right_way
     if a.screenshot:
-        print(f"screenshot: {screenshot(a.report, a.screenshot, a.width, a.height, a.chromium)}")
-    return 0 if rec["ok"] else 1
+        print(f"screenshot: {screenshot(report, a.screenshot, a.width, a.height, a.chromium)}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def endpoint_figure(lines: pd.DataFrame, curves: pd.DataFrame, groups: list[str]
         x = cur["visit"].to_numpy(float) + offsets[n]
         ax.fill_between(x, cur["low"], cur["high"], color=col, alpha=0.15, lw=0, zorder=2)
         ax.plot(x, cur["mean"], color=col, ls=ls, marker=mk, lw=2.4, ms=6, zorder=3,
-                label=f"{g} (n={int(cur['n'].iloc[0])}): mean, 95% interval")
+                label=f"{g or 'all patients'} (n={int(cur['n'].iloc[0])}): mean, 95% interval")
     visits = sorted(set(curves["visit"])) if len(curves) else []
     labels = [curves.loc[curves["visit"] == v, "label"].iloc[0] for v in visits]
     ax.set_xticks(visits)
