@@ -206,3 +206,13 @@ def test_matrix_ras_matches_points():
 def test_mask_shape_mismatch_is_input_error(fixed2):
     with pytest.raises(InputError):
         register(fixed2, fixed2, CFG, fixed_mask=np.ones((3, 3, 3), bool))
+
+
+def test_matrix_round_trip():
+    from lesioncount.registration import Registration, transform_from_matrix_ras
+
+    tx = rigid_transform((7, -3, 11), (2, -5, 4), center_ras=CENTRE)
+    m = Registration(tx, 1.0, False, 0.0, 0, 0.0, "").matrix_ras
+    back = transform_from_matrix_ras(m)
+    ref = Image(np.zeros((20, 20, 20), np.uint8), np.diag([3.0, 3.0, 3.0, 1.0]))
+    assert displacement_error(tx, back, ref) < 1e-9
