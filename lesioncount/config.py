@@ -140,6 +140,10 @@ class ClassicalConfig:
     local_noise_mm: float = 15.0
     # z beyond this are clipped (saturated vessels would otherwise dominate displays).
     z_clip: float = 50.0
+    # Candidates are opened with a ball of this radius (mm) before they are judged: vessels
+    # thinner than ~2 mm attached to a nodule, or joining two, are cut off; a 3 mm lesion
+    # (the smallest counted, trial.md) survives. On 3 mm slices the ball is in-plane only.
+    opening_mm: float = 1.0
     # Components more elongated than this (ratio of the largest to the middle principal
     # axis) are vessels; nodular and ring lesions are roughly round (ratio < 2).
     max_elongation: float = 3.0

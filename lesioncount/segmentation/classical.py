@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from ..config import ClassicalConfig, LesionConfig
 from ..errors import GridError, InputError
 from ..image import Image
-from ..lesions import components, label_lesions, structure
+from ..lesions import components, label_lesions
 from . import Detection
 from .normalise import enhancement_from_pre, enhancement_from_wm, wm_normalise
 
@@ -58,6 +58,11 @@ def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray) -> None:
 def enhancement(post: Image, pre: Image | None, brain: np.ndarray,
                 cfg: ClassicalConfig = ClassicalConfig()) -> tuple[np.ndarray, dict]:
     """Enhancement map in robust z-units (0 outside the brain) and notes on its reference."""
+    z, _, info = _enhancement(post, pre, brain, cfg)
+    return z, info
+
+
+def _enhancement(post, pre, brain, cfg):
     _check_inputs(post, pre, brain)
     brain = np.asarray(brain, dtype=bool)
     sp = post.spacing
@@ -68,14 +73,15 @@ def enhancement(post: Image, pre: Image | None, brain: np.ndarray,
         q = np.nan_to_num(pre.array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if cfg.smoothing_mm > 0:
             q = ndi.gaussian_filter(q, cfg.smoothing_mm / sp).astype(np.float32)
-        z, info = enhancement_from_pre(p, q, brain, sp, cfg.bias_sigma_mm, cfg.mapping_bins,
+        z, resid, info = enhancement_from_pre(p, q, brain, sp, cfg.bias_sigma_mm, cfg.mapping_bins,
                                        context_mm=cfg.context_mm,
                                        local_sigma_mm=cfg.local_noise_mm)
     else:
-        z, info = enhancement_from_wm(p, brain, sp, cfg.bias_sigma_mm, cfg.local_noise_mm)
+        z, resid, info = enhancement_from_wm(p, brain, sp, cfg.bias_sigma_mm, cfg.local_noise_mm)
     z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
     np.clip(z, -cfg.z_clip, cfg.z_clip, out=z)
-    return z.astype(np.float32), info
+    resid = np.nan_to_num(resid, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return z.astype(np.float32), resid, info
 
 
 def _fill_holes(comp: np.ndarray) -> np.ndarray:
@@ -102,6 +108,123 @@ def _shape(coords_mm: np.ndarray, spacing: np.ndarray, axes: np.ndarray) -> np.n
     c = c + axes @ np.diag(spacing ** 2 / 12.0) @ axes.T
     ev = np.sort(np.linalg.eigvalsh(c))[::-1]
     return np.sqrt(np.maximum(ev, 1e-12))
+
+
+def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Structuring element: voxel offsets within ``radius_mm`` (physical, anisotropy-aware)."""
+    h = np.floor(radius_mm / spacing + 1e-6).astype(int)
+    g = np.meshgrid(*[np.arange(-k, k + 1) * s for k, s in zip(h, spacing)], indexing="ij")
+    return sum(x ** 2 for x in g) <= radius_mm ** 2 + 1e-6
+
+
+def _features(comp, lo, box, z, depth, ref, brain, post, cfg) -> dict:
+    sp = post.spacing
+    axes = post.affine[:3, :3] / sp
+    volume = float(comp.sum() * post.voxel_volume)
+    ijk = np.argwhere(comp) + np.asarray(lo)
+    xyz = ijk @ post.affine[:3, :3].T
+    s1, s2, s3 = _shape(xyz, sp, axes)
+    # thickness: largest inscribed radius vs the radius of a ball of the same volume
+    inner = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max()
+    r_eq = (3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)
+    # shell of surrounding tissue within shell_mm (anisotropy-aware distance)
+    dist_out = ndi.distance_transform_edt(~comp, sampling=sp)
+    shell = (dist_out > 0) & (dist_out <= cfg.shell_mm) & brain[box]
+    return dict(volume_mm3=volume, elongation=float(s1 / s2), flatness=float(s2 / s3),
+                thickness=float(inner / r_eq),
+                surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
+                csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
+                max_z=float(z[box][comp].max()),
+                centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
+
+
+def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
+    if f["volume_mm3"] > cfg.max_volume_mm3:
+        return "large"
+    if f["surface_fraction"] > cfg.max_surface_fraction:
+        return "surface"
+    if f["elongation"] > cfg.max_elongation:
+        return "elongated"
+    if f["thickness"] < cfg.min_thickness_ratio:
+        return "thin"
+    if f["flatness"] > cfg.max_flatness:
+        return "sheet"
+    if f["csf_fraction"] > cfg.max_csf_fraction:
+        return "csf"
+    return None
+
+
+def candidates(post: Image, pre: Image | None, brain: np.ndarray,
+               cfg: ClassicalConfig = ClassicalConfig(),
+               lesion_cfg: LesionConfig = LesionConfig()):
+    """Enhancement map, candidate labels and per-candidate features (before the decision).
+
+    Returns ``(z, info, labels, features)``: ``labels`` numbers the candidates 1..n on
+    ``post``'s grid and ``features[k - 1]`` describes candidate ``k`` (volume, elongation,
+    flatness, thickness, surface and CSF fractions, peak z, centroid). Candidates below
+    the minimum lesion volume are dropped (counted in ``info["n_small"]``).
+    """
+    from skimage.filters import apply_hysteresis_threshold
+
+    brain = np.asarray(brain, dtype=bool)
+    z, resid, info = _enhancement(post, pre, brain, cfg)
+    sp = post.spacing
+    vox = post.voxel_volume
+    # Reference for the CSF test: the pre scan (no enhancement) when present, else post,
+    # both normalised so that white matter is 1.
+    refimg = pre.array if pre is not None else post.array
+    ref, _ = wm_normalise(np.nan_to_num(refimg.astype(np.float32)), brain, sp, cfg.bias_sigma_mm)
+
+    seeds = apply_hysteresis_threshold(np.where(brain, z, 0), cfg.extent_z, cfg.seed_z)
+    labels, n = components(seeds, lesion_cfg)
+    depth = ndi.distance_transform_edt(brain, sampling=sp).astype(np.float32)
+    opener = _ball(cfg.opening_mm, sp) if cfg.opening_mm > 0 else None
+    out = np.zeros(post.shape, dtype=np.int32)
+    feats: list[dict] = []
+    n_small = 0
+    pad = np.ceil(cfg.shell_mm / sp).astype(int) + 2
+    for lab, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        lo = [max(0, s.start - p) for s, p in zip(sl, pad)]
+        hi = [min(n_, s.stop + p) for s, p, n_ in zip(sl, pad, post.shape)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        comp = labels[box] == lab
+        if comp.sum() * vox < lesion_cfg.min_volume_mm3:
+            n_small += 1
+            continue
+        if cfg.extent_fraction > 0:
+            # the lesion's edge is where its enhancement (in intensity, not z: the noise
+            # scale varies with the pre intensity) falls to a fraction of its own peak
+            # (half maximum), not where it merges into the noise
+            rb = resid[box]
+            peak = float(np.percentile(rb[comp], 95))
+            grow = comp & (rb >= cfg.extent_fraction * peak)
+            seed = grow & (z[box] >= cfg.seed_z)
+            if seed.any():
+                gl, _ = components(grow, lesion_cfg)
+                keep = np.unique(gl[seed])
+                comp = np.isin(gl, keep[keep > 0])
+        # rings become one lesion with their full volume
+        comp = _fill_holes(comp) & brain[box] | comp
+        parts = [comp]
+        if opener is not None:
+            # an opening cuts thin vessels off a nodule (and from each other): each
+            # remaining thick part is judged on its own, the thin rest is dropped
+            opened = ndi.binary_opening(comp, structure=opener)
+            if opened.any():
+                plab, pn = components(opened, lesion_cfg)
+                parts = [plab == k for k in range(1, pn + 1)]
+        for part in parts:
+            if part.sum() * vox < lesion_cfg.min_volume_mm3:
+                n_small += 1
+                continue
+            f = _features(part, lo, box, z, depth, ref, brain, post, cfg)
+            feats.append(f)
+            out[box][part] = len(feats)
+    info = dict(info)
+    info.update(n_candidates=len(feats), n_small=n_small)
+    return z, info, out, feats
 
 
 def detect(post: Image, pre: Image | None, brain: np.ndarray,
@@ -136,100 +259,29 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
         If ``pre`` or ``brain`` is not on ``post``'s grid.
     """
     t0 = time.perf_counter()
+    z, info, cand, feats = candidates(post, pre, brain, cfg, lesion_cfg)
     brain = np.asarray(brain, dtype=bool)
-    z, info = enhancement(post, pre, brain, cfg)
-    sp = post.spacing
-    axes = post.affine[:3, :3] / sp
-    vox = post.voxel_volume
-
-    # Reference for the CSF test: the pre scan (no enhancement) when present, else post,
-    # both normalised so that white matter is 1.
-    refimg = pre.array if pre is not None else post.array
-    ref, _ = wm_normalise(np.nan_to_num(refimg.astype(np.float32)), brain, sp, cfg.bias_sigma_mm)
-
-    from skimage.filters import apply_hysteresis_threshold
-
-    cand = apply_hysteresis_threshold(np.where(brain, z, 0), cfg.extent_z, cfg.seed_z)
-    labels, n = components(cand, lesion_cfg)
-    depth = ndi.distance_transform_edt(brain, sampling=sp).astype(np.float32)
-
-    mask = np.zeros(post.shape, dtype=bool)
-    rejected_mask = np.zeros(post.shape, dtype=bool)
     rejected = {r: 0 for r in REASONS}
-    candidates = []
-    pad = np.ceil(cfg.shell_mm / sp).astype(int) + 1
-    shell_struct = structure(lesion_cfg)
-    for lab, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        lo = [max(0, s.start - p) for s, p in zip(sl, pad)]
-        hi = [min(n_, s.stop + p) for s, p, n_ in zip(sl, pad, post.shape)]
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        comp = labels[box] == lab
-        if cfg.extent_fraction > 0:
-            # the lesion's edge is where its enhancement falls to a fraction of its own
-            # peak (half maximum), not where it merges into the noise
-            zb = z[box]
-            peak = float(np.percentile(zb[comp], 95))
-            thr = max(cfg.extent_z, cfg.extent_fraction * peak)
-            if thr > cfg.extent_z:
-                comp = apply_hysteresis_threshold(np.where(comp, zb, 0), thr,
-                                                  max(cfg.seed_z, thr))
-        if comp.sum() * vox < lesion_cfg.min_volume_mm3:
-            rejected["small"] += 1
-            rejected_mask[box] |= comp
-            continue
-        comp = _fill_holes(comp) & brain[box] | comp
-        volume = float(comp.sum() * vox)
-        ijk = np.argwhere(comp) + np.asarray(lo)
-        xyz = ijk @ post.affine[:3, :3].T
-        s1, s2, s3 = _shape(xyz, sp, axes)
-        elong = s1 / s2
-        flat = s2 / s3
-        # thickness: largest inscribed radius vs the radius of a ball of the same volume
-        inner = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max()
-        r_eq = (3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)
-        thick = float(inner / r_eq)
-        surf = float(np.mean(depth[box][comp] < cfg.surface_margin_mm))
-        # shell of surrounding tissue: dilation by shell_mm (in mm, anisotropy-aware)
-        dist_out = ndi.distance_transform_edt(~comp, sampling=sp)
-        shell = (dist_out > 0) & (dist_out <= cfg.shell_mm) & brain[box]
-        dark = float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0
-        feats = dict(label=lab, volume_mm3=volume, elongation=float(elong),
-                     flatness=float(flat), thickness=thick, surface_fraction=surf,
-                     csf_fraction=dark, max_z=float(z[box][comp].max()),
-                     centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
-        reason = None
-        if volume > cfg.max_volume_mm3:
-            reason = "large"
-        elif surf > cfg.max_surface_fraction:
-            reason = "surface"
-        elif elong > cfg.max_elongation:
-            reason = "elongated"
-        elif thick < cfg.min_thickness_ratio:
-            reason = "thin"
-        elif flat > cfg.max_flatness:
-            reason = "sheet"
-        elif dark > cfg.max_csf_fraction:
-            reason = "csf"
-        feats["reason"] = reason
-        candidates.append(feats)
-        if reason is None:
-            mask[box] |= comp
+    rejected["small"] = info["n_small"]
+    ok = np.zeros(len(feats) + 1, dtype=bool)
+    for k, f in enumerate(feats, start=1):
+        f["label"] = k
+        f["reason"] = _reason(f, cfg)
+        if f["reason"] is None:
+            ok[k] = True
         else:
-            rejected[reason] += 1
-            rejected_mask[box] |= comp
-
+            rejected[f["reason"]] += 1
+    mask = ok[cand]
+    rejected_mask = (cand > 0) & ~mask
     mask = label_lesions(mask, post.affine, lesion_cfg) > 0
     prob = 1.0 / (1.0 + np.exp(-(z - cfg.seed_z) / cfg.probability_scale_z))
     prob = np.where(brain, prob, 0.0)
     prob = np.where(rejected_mask & ~mask, np.minimum(prob, cfg.rejected_probability_cap), prob)
     prob = np.where(mask, np.maximum(prob, 0.5), prob).astype(np.float32)
-    info = dict(info)
-    info.update(n_candidates=int(n), n_accepted=int(label_lesions(mask, post.affine,
+    info.update(n_accepted=int(label_lesions(mask, post.affine,
                                                                   lesion_cfg).max()),
-                rejected=rejected, candidates=candidates,
+                rejected=rejected, candidates=feats,
                 seconds=round(time.perf_counter() - t0, 2))
     log.info("classical detector: %d candidates, %d accepted, rejected %s (%.1f s)",
-             n, info["n_accepted"], rejected, info["seconds"])
+             len(feats), info["n_accepted"], rejected, info["seconds"])
     return Detection(enhancement=z.astype(np.float32), probability=prob, mask=mask, info=info)

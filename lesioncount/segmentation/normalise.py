@@ -126,12 +126,18 @@ def local_scale(z: np.ndarray, brain: np.ndarray, spacing: np.ndarray, sigma_mm:
 def enhancement_from_wm(post: np.ndarray, brain: np.ndarray, spacing: np.ndarray,
                         bias_sigma_mm: float,
                         local_sigma_mm: float = 0.0) -> tuple[np.ndarray, dict]:
-    """Enhancement of post-contrast over normal-appearing white matter, robust z-units."""
+    """Enhancement of post-contrast over normal-appearing white matter.
+
+    Returns ``(z, residual, info)``: robust z-units, and the residual in units of the
+    white-matter level (0.3 = 30 % brighter than WM).
+    """
     y, s = wm_normalise(post, brain, spacing, bias_sigma_mm)
-    z = np.where(brain, (y - 1.0) / s, 0).astype(np.float32)
+    resid = np.where(brain, y - 1.0, 0).astype(np.float32)
+    z = resid / np.float32(s)
     if local_sigma_mm > 0:
         z = np.where(brain, z / local_scale(z, brain, spacing, local_sigma_mm), 0)
-    return z.astype(np.float32), {"reference": "white_matter", "wm_sigma_relative": float(s)}
+    return (z.astype(np.float32), resid,
+            {"reference": "white_matter", "wm_sigma_relative": float(s)})
 
 
 def _binned_stats(x: np.ndarray, y: np.ndarray, nbins: int):
@@ -155,8 +161,16 @@ def _binned_stats(x: np.ndarray, y: np.ndarray, nbins: int):
     return np.asarray(cx), np.asarray(cy), np.asarray(sd)
 
 
-def _table_correction(x1, x2, r, n1, n2, min_count=30):
-    """Median of ``r`` in quantile bins of (x1, x2), looked up per sample (0 in sparse bins)."""
+def _table_correction(x1, x2, r, n1, n2, min_count=None):
+    """Median of ``r`` in quantile bins of (x1, x2), looked up per sample.
+
+    Each cell's median is shrunk towards 0 by n / (n + min_count) and cells with fewer
+    than ``min_count`` samples (default: 0.1 % of all, at least 300) give 0, so a lesion
+    (a few hundred voxels with an unusual pre intensity and context) cannot become
+    "normal" by filling a sparse cell on its own.
+    """
+    if min_count is None:
+        min_count = max(300, int(1e-3 * x1.size))
     e1 = np.unique(np.quantile(x1, np.linspace(0, 1, n1 + 1)))
     e2 = np.unique(np.quantile(x2, np.linspace(0, 1, n2 + 1)))
     i1 = np.clip(np.searchsorted(e1, x1, side="right") - 1, 0, len(e1) - 2)
@@ -170,7 +184,7 @@ def _table_correction(x1, x2, r, n1, n2, min_count=30):
     table = np.zeros(ncell, dtype=np.float32)
     for c, (a, bb) in enumerate(zip(starts, ends)):
         if bb - a >= min_count:
-            table[c] = rs[(a + bb) // 2]
+            table[c] = rs[(a + bb) // 2] * (bb - a) / (bb - a + min_count)
     return table[cell]
 
 
@@ -183,7 +197,8 @@ def enhancement_from_pre(post: np.ndarray, pre: np.ndarray, brain: np.ndarray,
     Model: ``post = f(pre) * b + e`` with ``f`` a nonparametric mapping (binned medians,
     so different sequences and grey/white contrasts are fine), ``b`` a smooth relative
     bias field (``bias_sigma_mm``) and ``e`` noise whose spread depends on the pre
-    intensity. Returns ``e / sigma(pre)`` in robust z-units.
+    intensity. Returns ``(z, residual, info)``: ``e / sigma(pre)`` in robust z-units,
+    and ``e`` in units of the post white-matter level.
     """
     b = brain & np.isfinite(post) & np.isfinite(pre)
     p_wm, _ = wm_level(post[b])
@@ -224,8 +239,10 @@ def enhancement_from_pre(post: np.ndarray, pre: np.ndarray, brain: np.ndarray,
     sigma = np.interp(x, cx, sd)
     z = np.zeros(po.shape, dtype=np.float32)
     z[b] = (y - pred) / sigma
+    resid = np.zeros(po.shape, dtype=np.float32)
+    resid[b] = y - pred
     if local_sigma_mm > 0:
         z = np.where(b, z / local_scale(z, b, spacing, local_sigma_mm), 0).astype(np.float32)
     info = {"reference": "pre_contrast", "mapping_bins": int(len(cx)),
             "wm_sigma_relative": float(sd[wm_bin])}
-    return z, info
+    return z, resid, info
