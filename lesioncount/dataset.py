@@ -175,12 +175,19 @@ def _discover_bids(root: Path, sub_dirs: list[Path]) -> Study:
                 times = {}
         sessions: list[Session] = []
         ses_dirs = sorted((d for d in sd.iterdir() if d.is_dir() and d.name.startswith("ses-")),
-                          key=lambda d: natural_key(d.name))
+                          key=lambda d: (natural_key(d.name), d.name))  # ties: a fixed order
         if not ses_dirs:
             problems.append(Problem(sid, "", str(sd), "no ses-* folders: a longitudinal study "
                                                       "needs sessions"))
             continue
+        seen: dict[tuple, str] = {}
         for ses in ses_dirs:
+            same = seen.setdefault(tuple(natural_key(ses.name)), ses.name)
+            if same != ses.name:  # ses-1 and ses-01: one visit in two folders
+                problems.append(Problem(sid, ses.name, str(ses),
+                                        f"duplicate session: same visit label as {same}; "
+                                        f"only {same} is used"))
+                continue
             anat = ses / "anat"
             found: dict[str, list] = {"post": [], "pre": [], "flair": []}
             for f in sorted(anat.iterdir()) if anat.is_dir() else []:

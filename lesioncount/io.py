@@ -121,6 +121,9 @@ def atomic_path(final: str | os.PathLike):
     suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part" + suffix, dir=final.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); outputs get the usual permissions (readers,
+    # other programs and cluster jobs of the group read them).
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, final)
@@ -128,6 +131,12 @@ def atomic_path(final: str | os.PathLike):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_image(image: Image, path: str | os.PathLike, *, dtype=None) -> Path:

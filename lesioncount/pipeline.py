@@ -40,13 +40,22 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- sessions
 
+def _sha256(path) -> str:
+    try:
+        return file_sha256(path)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except OSError as e:
+        raise InputError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+
+
 def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tuple[str, dict]:
     """Content hash of everything a session's result depends on."""
-    hashes = {"post": file_sha256(session.post)}
+    hashes = {"post": _sha256(session.post)}
     if session.pre is not None and session.pre.exists():
-        hashes["pre"] = file_sha256(session.pre)
+        hashes["pre"] = _sha256(session.pre)
     if session.session != baseline.session:
-        hashes["baseline_post"] = file_sha256(baseline.post)
+        hashes["baseline_post"] = _sha256(baseline.post)
     blob = json.dumps({"version": __version__, "config": cfg.to_dict(), "inputs": hashes},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), hashes
