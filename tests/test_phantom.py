@@ -186,6 +186,12 @@ def test_orientations_map_to_same_world(orient):
     arr = acquire(model, pose, grid)
     ijk = np.unravel_index(np.argmax(arr), arr.shape)
     assert np.allclose(apply_affine(grid.affine, np.array(ijk, float)), point + [3.0, -2.0, 1.0], atol=1e-6)
+    # with a rotation the point lands where the pose sends it (to the nearest voxel)
+    pose = rigid((5.0, -8.0, 20.0), (1.0, 2.0, -1.5), center=(18.0, 22.0, 19.0))
+    arr = acquire(model, pose, grid)
+    ijk = np.unravel_index(np.argmax(arr), arr.shape)
+    got = apply_affine(grid.affine, np.array(ijk, float))
+    assert np.linalg.norm(got - apply_affine(pose, point)) < 0.9
 
 
 def test_thick_slice_profile_averages():

@@ -92,16 +92,10 @@ def slice_axis(grid: Image) -> int:
 
 
 def _sitk_transform(m_ras: np.ndarray):
-    """A SimpleITK affine transform from a RAS 4x4 (sitk works in LPS: conjugate by the flip)."""
-    import SimpleITK as sitk
+    """A SimpleITK transform from a RAS 4x4 (the project's one RAS->LPS transform conversion)."""
+    from ..registration import transform_from_matrix_ras
 
-    f = np.diag([-1.0, -1.0, 1.0])
-    a = f @ m_ras[:3, :3] @ f
-    t = f @ m_ras[:3, 3]
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix([float(v) for v in a.ravel()])
-    tx.SetTranslation([float(v) for v in t])
-    return tx
+    return transform_from_matrix_ras(m_ras)
 
 
 def acquire(model: Image, pose: np.ndarray, grid: Image, *, thick_axis: int | None = None,

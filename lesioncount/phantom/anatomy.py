@@ -383,7 +383,7 @@ def _template_base(whole_head: bool, step_mm: int) -> dict:
         vaff = aff.copy()
         vaff[:3, 3] = apply_affine(aff, lo_v.astype(float))
         vbox = dict(aff=vaff, sd=vsd, gz=vgz, surf=np.argwhere(np.abs(vsd) <= sp))
-    return dict(aff=aff, gm=gm, wm=wm, csf=csf, brain=brain, sd=sd, gz=gz, z=z, x=x,
+    return dict(aff=aff, gm=gm, wm=wm, csf=csf, brain=brain, sd=sd, gz=gz, z=z,
                 sinus=sinus.fraction(), falx=falx, vent=vent, regions=regions,
                 deep_veins=deep_veins, spacing=spacing, vbox=vbox)
 
@@ -415,7 +415,7 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
     """
     base = _template_base(bool(whole_head), int(step_mm))
     aff, gm, wm, csf, brain, sd = (base[k] for k in ("aff", "gm", "wm", "csf", "brain", "sd"))
-    x, z, gz = base["x"], base["z"], base["gz"]
+    z, gz = base["z"], base["gz"]
     shape = brain.shape
     sp = float(base["spacing"][0])
     inv = np.linalg.inv(aff)

@@ -180,7 +180,16 @@ def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int =
               ["subject", "session", "transform", "rotation_deg", "translation_mm"]
               + [f"m{r}{c}" for r in range(3) for c in range(4)])
     write_text(truth / "README", _TRUTH_README)
+    clear_caches()  # the pipeline usually runs next in the same process: give the memory back
     return out
+
+
+def clear_caches() -> None:
+    """Free the cached template and patient anatomies (about 1 GB after a mixed study)."""
+    from .anatomy import _patient_cached, _template_base
+
+    _template_base.cache_clear()
+    _patient_cached.cache_clear()
 
 
 def _subject_backgrounds(backgrounds, n: int) -> list[str]:
