@@ -84,20 +84,22 @@ def session_layer_data(review: Review, subject: str, session: str) -> list[tuple
     scale = tuple(float(s) for s in lay.grid.spacing)
     meta = {"lesioncount": {"out": str(review.out), "subject": subject, "session": session}}
     common = {"scale": scale, "metadata": meta}
+    smooth = {"interpolation2d": "linear"}  # no blocky voxels on 3 mm-slice visits
     data = [(lay.post, {**common, "name": "post-contrast", "colormap": "gray",
-                         "contrast_limits": contrast_limits(lay.post)}, "image")]
+                         "contrast_limits": contrast_limits(lay.post), **smooth}, "image")]
     if lay.pre is not None:
         data.append((lay.pre, {**common, "name": "pre-contrast", "colormap": "gray",
-                               "contrast_limits": contrast_limits(lay.pre), "visible": False},
+                               "contrast_limits": contrast_limits(lay.pre), "visible": False,
+                               **smooth},
                      "image"))
     if lay.enhancement is not None:
         hi = float(max(np.percentile(lay.enhancement, 99.9), 1.0))
         data.append((lay.enhancement, {**common, "name": "enhancement", "colormap": "inferno",
                                        "contrast_limits": (0.0, hi), "opacity": 0.5,
                                        "blending": "additive", "visible": False}, "image"))
-    data.append((lay.labels, {**common, "name": "lesions", "opacity": 0.9, "contour": 1,
+    data.append((lay.labels, {**common, "name": "lesions", "opacity": 0.9,
                               "colormap": label_colours(review, subject, session)}, "labels"))
     data.append((review.added_mask(subject, session),
-                 {**common, "name": "added lesions", "opacity": 0.9, "contour": 1,
+                 {**common, "name": "added lesions", "opacity": 0.9,
                   "colormap": added_colours(review, subject, session)}, "labels"))
     return data

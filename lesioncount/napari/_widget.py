@@ -28,6 +28,17 @@ KEYS = {"N": "next_lesion", "Shift-N": "previous_lesion", "A": "accept", "R": "r
         "Shift-A": "add_painted"}
 
 
+def _camera(viewer):
+    """The camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _text_overlay(viewer):
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.overlays["text"] if canvas is not None else viewer.text_overlay
+
+
 def _hex(rgba) -> str:
     return QColor.fromRgbF(*rgba[:3]).name()
 
@@ -276,7 +287,9 @@ class ReviewWidget(QWidget):
             else:
                 if name in self.viewer.layers:
                     self.viewer.layers.remove(name)
-                getattr(self.viewer, f"add_{kind}")(arr, **kw)
+                layer = getattr(self.viewer, f"add_{kind}")(arr, **kw)
+                if kind == "labels":
+                    layer.contour = 1  # outlines keep the enhancement visible underneath
         grid = self.review.grid(self.subject)
         if PAINT_LAYER in self.viewer.layers and \
                 self.viewer.layers[PAINT_LAYER].data.shape != grid.shape:
@@ -288,9 +301,10 @@ class ReviewWidget(QWidget):
                                                      1: (0.2, 1.0, 0.4, 1.0)})
             paint.brush_size = 3
         self.viewer.layers.selection.active = self.viewer.layers["post-contrast"]
-        self.viewer.text_overlay.visible = True
-        self.viewer.text_overlay.text = f"{self.subject}  {self.session}"
-        self.viewer.text_overlay.font_size = 14
+        text = _text_overlay(self.viewer)
+        text.visible = True
+        text.text = f"{self.subject}  {self.session}"
+        text.font_size = 14
         if reset_view:
             self.viewer.reset_view()
 
@@ -393,8 +407,8 @@ class ReviewWidget(QWidget):
         ijk = world_to_index(grid, [row["x"], row["y"], row["z"]])
         world = ijk * grid.spacing
         self.viewer.dims.set_point(0, float(world[0]))
-        self.viewer.camera.center = tuple(float(w) for w in world)
-        self.viewer.camera.zoom = max(self.viewer.camera.zoom, self._lesion_zoom(grid))
+        _camera(self.viewer).center = tuple(float(w) for w in world)
+        _camera(self.viewer).zoom = max(_camera(self.viewer).zoom, self._lesion_zoom(grid))
 
     def _lesion_zoom(self, grid) -> float:
         """Zoom at which about 90 mm of the slice fills the canvas."""
