@@ -7,7 +7,6 @@ import importlib.util
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ pd = pytest.importorskip("pandas")
 pytest.importorskip("statsmodels")
 pytest.importorskip("matplotlib")
 
-from lesioncount.image import Image  # noqa: E402
 from lesioncount.report import crops, stats, write_report  # noqa: E402
 from lesioncount.report.data import load_study, registration_checks  # noqa: E402
 from lesioncount.report.example import make_example_output  # noqa: E402

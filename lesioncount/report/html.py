@@ -124,7 +124,7 @@ def anchor(subject: str) -> str:
 # ------------------------------------------------------------------------------ study level
 
 
-def _eligibility_cell(eligible, base) -> str:
+def _eligibility_cell(eligible) -> str:
     if eligible is None or (isinstance(eligible, float) and math.isnan(eligible)):
         return tag("unknown", "na")
     return tag("eligible", "ok") if eligible else tag(f"excluded (> {MAX_BASELINE_GD})", "flag")
@@ -135,7 +135,7 @@ def eligibility_section(data: StudyData) -> str:
     for _, s in data.subjects.iterrows():
         subj = s["subject"]
         rows.append([f'<a href="#{anchor(subj)}">{esc(subj)}</a>', esc(s.get("group") or "n/a"),
-                     fmt(s.get("baseline_gd_count")), _eligibility_cell(s.get("eligible"), None),
+                     fmt(s.get("baseline_gd_count")), _eligibility_cell(s.get("eligible")),
                      fmt(s.get("sessions")), fmt(s.get("cumulative_new_gd")),
                      "yes" if s.get("complete") in (True, None) else
                      tag("failed: " + str(s.get("failed_sessions") or "tracking"), "flag")])
@@ -254,7 +254,7 @@ def _eligibility_line(s: pd.Series) -> str:
     if el is None:
         el = base <= MAX_BASELINE_GD
     word = "&le;" if el else "&gt;"
-    return (_eligibility_cell(el, base) +
+    return (_eligibility_cell(el) +
             f" baseline Gd+ count {fmt(base)} {word} {MAX_BASELINE_GD}")
 
 
