@@ -19,7 +19,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   command -v Xvfb >/dev/null || missing="$missing xvfb"
   command -v chromium >/dev/null || missing="$missing chromium"
-  dpkg -s libegl1 >/dev/null 2>&1 || missing="$missing libegl1 libgl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 libfontconfig1"
+  command -v xvfb-run >/dev/null || missing="$missing xvfb"
+  # Qt's xcb platform (a real napari window under Xvfb for the review screenshot)
+  for pkg in libegl1 libgl1 libdbus-1-3 libfontconfig1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 \
+             libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 libxcb-shape0 libxcb-xinerama0; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+  done
   if [ -n "$missing" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null) \
       || echo "setup: could not install$missing (GUI/browser checks will be skipped)" >&2
