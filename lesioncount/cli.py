@@ -258,10 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
     q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--steps", type=int, default=600)
+    q.add_argument("--steps", type=int, default=500)
     q.add_argument("--lr", type=float, default=3e-3)
-    q.add_argument("--threads", type=int, default=2)
-    q.add_argument("--val-every", type=int, default=150)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--val-every", type=int, default=125)
     q.set_defaults(func=cmd_train)
 
     q = sub.add_parser("review", help="open napari on an output folder for central reader review")

@@ -218,8 +218,9 @@ class UNetConfig:
     device: str = "auto"
     # Windows per forward pass on a GPU (CPU always uses 1: no speed-up, more memory).
     batch: int = 4
-    # CPU threads for torch (0 = torch's default): 2 = the target machine's cores.
-    threads: int = 2
+    # CPU threads for torch (0 = torch's default). 1: sessions run in parallel (Dask workers)
+    # and, on busy shared cores, 2 OpenMP threads per process measured ~3x slower than 1.
+    threads: int = 1
     # Use the registered pre-contrast channel when present (the model also works without).
     use_pre: bool = True
 

@@ -1,6 +1,6 @@
 """Train the shipped U-Net weights (models/unet_gd.pt); same as ``lesioncount train``.
 
-    OMP_NUM_THREADS=1 python scripts/train_unet.py --out models/unet_gd.pt --seed 0 --steps 900
+    OMP_NUM_THREADS=1 python scripts/train_unet.py --out models/unet_gd.pt --seed 0 --steps 500 --threads 1
 """
 from __future__ import annotations
 
