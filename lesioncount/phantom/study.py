@@ -5,7 +5,7 @@ structures, optionally a whole head; or a real patient), an arm (placebo / il2) 
 rate of new enhancing lesions (Poisson with a gamma frailty per subject, i.e. negative
 binomial counts), baseline enhancing lesions (0-4: some subjects are ineligible),
 chronic non-enhancing lesions from the start. An enhancing lesion appears between two
-visits and enhances for a few weeks (lognormal duration, median 3 weeks), so at monthly
+visits and enhances for a few weeks (lognormal duration, median 24 days), so at monthly
 visits most are seen once and some on two consecutive scans; it then leaves a chronic
 T1-hypointense or isointense lesion.
 
@@ -46,9 +46,11 @@ ARM_RATES = {"placebo": 1.0, "il2": 0.3}
 FRAILTY_SHAPE = 1.5
 # Baseline Gd+ lesions 0..4: the trial excludes > 2, so ~20 % of subjects are ineligible.
 BASELINE_PROBS = (0.3, 0.3, 0.2, 0.12, 0.08)
-# Enhancement lasts a few weeks: lognormal with median 21 days, clipped to 7-70 days.
-DURATION_MEDIAN_DAYS = 21.0
-DURATION_SIGMA = 0.45
+# Enhancement lasts a few weeks (median ~3-4, some up to 2 months): lognormal with median
+# 24 days, clipped to 7-70 days; at monthly visits ~80 % of new lesions are seen once and
+# ~20 % on two consecutive scans (measured by simulating this model).
+DURATION_MEDIAN_DAYS = 24.0
+DURATION_SIGMA = 0.6
 # Where lesions appear (MS: mostly periventricular and deep WM).
 SITE_WEIGHTS = {"periventricular": 0.4, "deep": 0.3, "juxtacortical": 0.18, "infratentorial": 0.12}
 DIAMETER_MM = (3.0, 15.0)
