@@ -265,3 +265,16 @@ def test_patient_background(tmp_path):
     chronic, _ = _dseg(s, "sub-01", "ses-M00", "chronic", "mask")
     assert chronic.sum() > 0  # the real non-enhancing lesions are in the chronic mask
     assert not (s / "derivatives/truth/sub-01/ses-M00/anat/sub-01_ses-M00_ce-gadolinium_desc-mimics_dseg.nii.gz").exists()
+
+
+def test_loaders(tmp_path):
+    from lesioncount.errors import InputError
+    from lesioncount.phantom import load_patient, load_template
+
+    with pytest.raises(InputError, match="patient07"):
+        load_patient("patient07", root=tmp_path)
+    t1, gm, wm = load_template(step_mm=4)
+    assert t1.shape == gm.shape == wm.shape and np.isclose(t1.spacing, 4.0).all()
+    assert 0.0 <= gm.min() and wm.max() <= 1.0 and wm.max() > 0.9
+    with pytest.raises(InputError, match="not empty"):
+        make_study(Path(__file__).parent, n_subjects=1, n_sessions=1)
