@@ -135,6 +135,64 @@ def conditions(name: str, thick: bool):
     return post, pre, brain, chronic
 
 
+def phantom_eval(folder: str, cfg: ClassicalConfig, lcfg: LesionConfig, n_subjects: int,
+                 n_sessions: int, seed: int) -> list[dict]:
+    """Lesion-wise TP/FN/FP on a phantom study (made with make_study if the folder is new)."""
+    from pathlib import Path
+
+    from lesioncount.brain import brain_mask
+    from lesioncount.image import resample
+    from lesioncount.io import load_image
+    from lesioncount.phantom import make_study
+    from lesioncount.registration import register
+
+    root = Path(folder)
+    if not (root / "derivatives" / "truth").exists():
+        t0 = time.perf_counter()
+        make_study(root, n_subjects=n_subjects, n_sessions=n_sessions, seed=seed,
+                   overwrite=True)
+        print(f"made phantom study in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    truth_root = root / "derivatives" / "truth"
+    for post_path in sorted(root.glob("sub-*/ses-*/anat/*_ce-gadolinium_T1w.nii*")):
+        stem = post_path.name.split("_ce-gadolinium")[0]
+        tpath = next((truth_root / post_path.parent.relative_to(root)).glob(
+            f"{stem}_ce-gadolinium_desc-truth_dseg.nii*"))
+        pre_paths = [p for p in post_path.parent.glob(f"{stem}_T1w.nii*")]
+        post = load_image(post_path)
+        truth = load_image(tpath, dtype=np.float32).array.round().astype(np.int32)
+        bpost = brain_mask(post)
+        acq = "3mm" if post.spacing.max() > 2 else "1mm"
+        pre = None
+        if pre_paths:
+            pre0 = load_image(pre_paths[0])
+            reg = register(post, pre0, fixed_mask=bpost, moving_mask=brain_mask(pre0))
+            pre = resample(pre0, post, reg.transform)
+        for use_pre in ((True, False) if pre is not None else (False,)):
+            t0 = time.perf_counter()
+            det = detect(post, pre if use_pre else None, bpost, cfg, lcfg)
+            secs = time.perf_counter() - t0
+            tp, fn, fp, _, _ = match(det.mask, truth, post.affine, lcfg)
+            rows.append(dict(scan=post_path.name, acq=acq, pre=use_pre, tp=tp, fn=fn, fp=fp,
+                             secs=secs))
+            print(f"{post_path.name:60s} {acq} pre={use_pre!s:5s} truth={tp + fn} tp={tp} "
+                  f"fn={fn} fp={fp} {secs:.1f} s", flush=True)
+    return rows
+
+
+def summarise_phantom(rows: list[dict]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for (acq, pre), g in df.groupby(["acq", "pre"]):
+        tp, fn, fp = g.tp.sum(), g.fn.sum(), g.fp.sum()
+        sens = tp / max(tp + fn, 1)
+        prec = tp / max(tp + fp, 1)
+        f1 = 2 * sens * prec / max(sens + prec, 1e-9)
+        print(f"phantom {acq} pre={pre!s:5s}: scans={len(g)} lesions={tp + fn} sens={sens:.3f} "
+              f"FP/scan={fp / len(g):.2f} F1={f1:.3f} s/volume={g.secs.mean():.1f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--crops", default=None, help="folder for PNG crops of real-scan detections")
@@ -145,6 +203,11 @@ def main(argv=None) -> int:
     ap.add_argument("--diameter", type=float, nargs=2, default=(3.0, 12.0))
     ap.add_argument("--only", default="", help="e.g. '1mm' or '3mm' to run one resolution")
     ap.add_argument("--set", action="append", default=[], help="ClassicalConfig field=value")
+    ap.add_argument("--phantom", default=None,
+                    help="phantom study folder (made with make_study when new); skips patients")
+    ap.add_argument("--phantom-subjects", type=int, default=4)
+    ap.add_argument("--phantom-sessions", type=int, default=2)
+    ap.add_argument("--phantom-seed", type=int, default=0)
     args = ap.parse_args(argv)
     kw = {}
     for s in args.set:
@@ -152,6 +215,10 @@ def main(argv=None) -> int:
         kw[k] = type(getattr(ClassicalConfig(), k))(v)
     cfg = ClassicalConfig(**kw)
     lcfg = LesionConfig()
+    if args.phantom:
+        summarise_phantom(phantom_eval(args.phantom, cfg, lcfg, args.phantom_subjects,
+                                       args.phantom_sessions, args.phantom_seed))
+        return 0
     rows = []
     for name in args.patients:
         for thick in (False, True):

@@ -197,8 +197,12 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             # the lesion's edge is where its enhancement (in intensity, not z: the noise
             # scale varies with the pre intensity) falls to a fraction of its own peak
             # (half maximum), not where it merges into the noise
-            rb = resid[box]
-            peak = float(np.percentile(rb[comp], 95))
+            # The peak is local (within peak_radius_mm), so a lesion touching a brighter
+            # vessel keeps its own edge instead of falling below half the vessel's peak.
+            rb = np.where(comp, resid[box], 0)
+            h = np.maximum(1, np.round(cfg.peak_radius_mm / sp)).astype(int)
+            # (the peak of the residual smoothed at 1 mm: one noisy voxel does not set it)
+            peak = ndi.maximum_filter(ndi.gaussian_filter(rb, 1.0 / sp), size=tuple(2 * h + 1))
             grow = comp & (rb >= cfg.extent_fraction * peak)
             seed = grow & (z[box] >= cfg.seed_z)
             if seed.any():
