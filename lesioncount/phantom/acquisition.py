@@ -7,7 +7,6 @@ shows at scanner point ``x`` what the model has at ``M^-1 x``.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..image import Image, resample
 

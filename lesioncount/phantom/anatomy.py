@@ -418,7 +418,6 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
     z, gz = base["z"], base["gz"]
     shape = brain.shape
     sp = float(base["spacing"][0])
-    inv = np.linalg.inv(aff)
 
     # subtle tissue texture (1.5 %), so that no two subjects are pixel-identical
     tex = 0.015 * _smooth_noise(rng, shape, 3.0)

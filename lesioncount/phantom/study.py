@@ -17,7 +17,6 @@ The truth, in ``derivatives/truth``, is on the grid of each written post-contras
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
