@@ -100,7 +100,8 @@ def cmd_phantom(args) -> int:
     backgrounds = tuple(args.background.split(","))
     path = make_study(args.out, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
                       backgrounds=backgrounds, whole_head_fraction=args.whole_head,
-                      thick_slice_fraction=args.thick_slices, with_pre=not args.no_pre)
+                      thick_slice_fraction=args.thick_slices, with_pre=not args.no_pre,
+                      overwrite=args.force)
     print(f"phantom study written to {path}; truth in {Path(path) / 'derivatives' / 'truth'}")
     return 0
 
@@ -145,7 +146,7 @@ def cmd_demo(args) -> int:
               f"seed {args.seed}) in {study_dir} ...")
         make_study(study_dir, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
                    backgrounds=("mni", "patients"), whole_head_fraction=0.5,
-                   thick_slice_fraction=0.5, with_pre=True)
+                   thick_slice_fraction=0.5, with_pre=True, overwrite=True)
     print(f"Running lesioncount on it ({time.perf_counter() - t0:.0f} s so far) ...")
     result = run_study(study_dir, out, _config(args), force=args.force, progress=not args.quiet)
     _print_endpoint(result)
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--thick-slices", type=float, default=0.5,
                    help="fraction of subjects scanned with 3 mm slices")
     q.add_argument("--no-pre", action="store_true", help="no pre-contrast scans")
+    q.add_argument("--force", action="store_true", help="replace OUT if it already holds files")
     q.set_defaults(func=cmd_phantom)
 
     q = sub.add_parser("evaluate", help="score an output folder against a phantom's truth")
