@@ -156,14 +156,24 @@ def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
     if not core.any():
         return None, 1.0
     core = _largest_component(core)
+    bright = np.zeros_like(tissue)
+    if cfg.bright_factor > 0:
+        # Brighter than nearly all of the brain's own core: enhancing dura, sinuses, fat.
+        # Left out before the brain is grown back, so a dura that touches the cortex on a
+        # coarse grid is not taken for cortex; enclosed bright voxels (vessels, lesions)
+        # come back with the hole filling.
+        bright = s > cfg.bright_factor * float(np.percentile(s[core], 99))
+        tissue = tissue & ~bright
+        core = core & ~bright
     brain = tissue & (_dist_outside(core, sp) <= cfg.erode_mm + 0.5 * sp.min())
     brain = _largest_component(brain)
     brain = _fill_holes(_close(brain, cfg.close_mm, sp))
     ratio = float(brain.sum() / max(1, head.sum()))
     if cfg.edge_mm > 0:
         # grow into the partial-volume edge, not into bone/air (darker than half of CSF)
+        # nor into the bright layers
         dark = s < 0.5 * t
-        brain = brain | (_dilate(brain, cfg.edge_mm, sp) & ~dark & head)
+        brain = brain | (_dilate(brain, cfg.edge_mm, sp) & ~dark & ~bright & head)
     return brain, ratio
 
 

@@ -47,8 +47,14 @@ class BrainConfig:
     # inner-table gap to the diploe, so the closing cannot bridge to the skull.
     close_mm: float = 3.0
     # The mask is grown this far into non-bone voxels to include the partial-volume edge
-    # that reference brain masks (MNI's template > 0) contain.
-    edge_mm: float = 1.0
+    # that reference brain masks (MNI's template > 0) contain: the tissue threshold stops
+    # ~1-2 mm inside it. Measured Dice against template > 0 on the phantom's whole heads
+    # (1 mm): 0.962/0.961 (pre/post) with 1 mm, 0.987/0.974 with 2 mm.
+    edge_mm: float = 2.0
+    # Voxels brighter than this times the 99th percentile of the brain's eroded core
+    # (white matter at its brightest) are enhancing dura, sinuses or fat, kept out of the
+    # brain while it is grown back (0 disables).
+    bright_factor: float = 1.05
     # A "brain" filling more than this fraction of the foreground means the input was
     # skull-stripped already (a whole head's brain is ~40-60% of the head).
     skull_stripped_ratio: float = 0.8

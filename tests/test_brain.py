@@ -203,3 +203,13 @@ def test_real_skull_stripped_post_is_its_foreground():
     m = brain_mask(img)
     fg = img.array > 0
     assert dice(m, fg) >= 0.97
+
+
+@pytest.mark.parametrize("post", [False, True])
+def test_phantom_whole_head(post):
+    """The phantom package's whole head (another author's layers, veins, sinuses, falx)."""
+    anatomy = pytest.importorskip("lesioncount.phantom.anatomy")
+    an = anatomy.template_anatomy(np.random.default_rng(0), whole_head=True, step_mm=2)
+    img = Image((an.post if post else an.pre).astype(np.float32), an.affine)
+    m = brain_mask(img)
+    assert dice(m, an.brain) >= 0.95
