@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .config import PipelineConfig
 from .dataset import Session, Study, Subject, discover
+from .io import remove_partial_files
 from .outputs import write_description, write_tables
 from .pipeline import StudyResult, SubjectResult, _error_row, session_task, track_task
 
@@ -98,9 +99,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
+def _host_of(address: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(address).hostname or address
+
+
 def _threads_for(slots: dict[str, int]) -> int:
     """This task's share of its host's cores, given the task slots on each host."""
-    return max(1, usable_cpus() // max(1, slots.get(socket.gethostname(), 1)))
+    try:
+        from distributed import get_worker
+
+        host = _host_of(get_worker().address)
+    except (ImportError, ValueError):  # not inside a Dask worker
+        return 1
+    return max(1, usable_cpus() // max(1, slots.get(host, 1)))
 
 
 def _run_session(session: Session, baseline: Session, cfg: PipelineConfig, out: str,
@@ -110,7 +123,7 @@ def _run_session(session: Session, baseline: Session, cfg: PipelineConfig, out: 
     threads = _threads_for(slots)
     with _worker_context(threads) as cap:
         side, rows = session_task(session, baseline, True, cfg, Path(out), force, threads=threads)
-    return {"sidecar": side, "rows": rows, "logs": cap.records,
+    return {"sidecar": side, "rows": rows, "logs": cap.records, "threads": threads,
             "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
             "host": socket.gethostname(), "pid": os.getpid()}
 
@@ -151,9 +164,12 @@ def open_client(scheduler: str | None = None, workers: int | None = None, *,
         raise ConfigError(f"--workers must be at least 1, got {n}")
     env = {"OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    # no dashboard; the scheduler's small HTTP server (health, metrics) on a free port, so
+    # several runs on one machine do not compete for 8787
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR,
-                           memory_limit=memory_limit, env=env)
+                           memory_limit=memory_limit, env=env,
+                           scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"})
     client = Client(cluster)
     try:
         yield client
@@ -165,28 +181,12 @@ def open_client(scheduler: str | None = None, workers: int | None = None, *,
 
 
 def _task_slots(client) -> dict[str, int]:
-    """Task slots (worker threads) per host name, to share each host's cores among them."""
-    from urllib.parse import urlparse
-
+    """Task slots (worker threads) per host, to share each host's cores among them."""
     slots: dict[str, int] = {}
     for addr, w in client.scheduler_info().get("workers", {}).items():
-        host = w.get("host") or urlparse(addr).hostname or ""
-        with contextlib.suppress(OSError):
-            if host in ("127.0.0.1", "localhost") or host == socket.gethostbyname(socket.gethostname()):
-                host = socket.gethostname()
+        host = _host_of(addr)
         slots[host] = slots.get(host, 0) + int(w.get("nthreads", 1))
     return slots
-
-
-def remove_partial_files(out: str | Path) -> int:
-    """Delete temporary files a killed run left behind (``io.atomic_path``'s ``.NAME.*.part*``)."""
-    n = 0
-    for p in Path(out).rglob(".*.part*"):
-        if p.is_file():
-            with contextlib.suppress(OSError):
-                p.unlink()
-                n += 1
-    return n
 
 
 def _relay_logs(records, prefix: str) -> None:
@@ -332,7 +332,8 @@ def _run(client, study: Study, todo: list[Subject], out: Path, cfg: PipelineConf
                     r = f.result()
                     _relay_logs(r["logs"], f"[{s.subject} {s.session}] ")
                     stats.append({"task": "session", "subject": sid, "session": s.session,
-                                  **{k: r[k] for k in ("seconds", "peak_rss_mb", "host", "pid")},
+                                  **{k: r[k] for k in ("seconds", "peak_rss_mb", "host", "pid",
+                                                       "threads")},
                                   "cached": bool(r["sidecar"] and r["sidecar"].get("cached"))})
                     session_done(subj, s, r["sidecar"], r["rows"])
                 else:

@@ -133,6 +133,20 @@ def atomic_path(final: str | os.PathLike):
         raise
 
 
+def remove_partial_files(folder: str | os.PathLike) -> int:
+    """Delete the temporary files of :func:`atomic_path` that a killed run left (``.NAME.*.part*``).
+
+    Call it only when no other run writes into ``folder``. Returns how many were removed.
+    """
+    n = 0
+    for p in Path(folder).rglob(".*.part*"):
+        if p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -151,6 +165,7 @@ def save_image(image: Image, path: str | os.PathLike, *, dtype=None) -> Path:
     img = nib.Nifti1Image(arr, image.affine)
     img.set_qform(image.affine, code=1)
     img.set_sform(image.affine, code=1)
+    img.header.set_xyzt_units("mm")
     img.set_data_dtype(out_dtype)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

@@ -31,7 +31,8 @@ from .config import PipelineConfig
 from .dataset import Problem, Session, Study, Subject, discover
 from .errors import GridError, InputError, LesionCountError, RegistrationError
 from .image import Image, apply_affine, isotropic_grid, resample
-from .io import atomic_path, file_sha256, load_image, save_image, write_json
+from .io import (atomic_path, file_sha256, load_image, remove_partial_files, save_image,
+                 write_json)
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
 
@@ -453,6 +454,9 @@ def run_study(dataset: str | Path | Study, out: str | Path, cfg: PipelineConfig 
     study = dataset if isinstance(dataset, Study) else discover(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    n_partial = remove_partial_files(out)  # a killed run's temporary files
+    if n_partial:
+        log.info("removed %d partial file(s) left by an interrupted run", n_partial)
     write_description(out, cfg, study.root)
     errors = [_error_row(p.subject, p.session, p.file, p.reason) for p in study.problems]
     todo = [s for s in study.subjects if subjects is None or s.subject in subjects]

@@ -97,23 +97,29 @@ def _dask(study: Path, out: Path, step: int, workers: int) -> dict:
 
 
 def _one_session_time(study: Path, out: Path, step: int) -> dict:
-    """Seconds and peak memory of one baseline + one follow-up, in a fresh process."""
+    """Seconds and peak memory of a baseline, a follow-up and their tracking, in a fresh process."""
     import subprocess
 
-    code = (
-        "import json, resource, sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
-        "from bench_throughput import _cfg\n"
-        "from lesioncount.dataset import discover\n"
-        "from lesioncount.pipeline import process_session\n"
-        f"st = discover({str(study)!r}); s = st.subjects[0]\n"
-        "t = []\n"
-        "for ses in s.sessions[:2]:\n"
-        "    t0 = time.perf_counter()\n"
-        f"    side = process_session(ses, s.baseline, _cfg({step}), {str(out)!r}, force=True, threads=1)\n"
-        "    t.append((time.perf_counter() - t0, side['seconds']))\n"
-        "print(json.dumps({'baseline_s': t[0][0], 'followup_s': t[1][0], 'followup_parts': t[1][1],\n"
-        "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from bench_throughput import _cfg
+from lesioncount.dataset import discover
+from lesioncount.pipeline import process_session, track_task
+subj = discover({str(study)!r}).subjects[0]
+cfg, out, t, sides = _cfg({step}), {str(out)!r}, [], {{}}
+for ses in subj.sessions[:2]:
+    t0 = time.perf_counter()
+    sides[ses.session] = process_session(ses, subj.baseline, cfg, out, force=True, threads=1)
+    t.append(time.perf_counter() - t0)
+t0 = time.perf_counter()
+res, rows = track_task(subj, sides, cfg, out)
+assert not rows, rows
+print(json.dumps({{"baseline_s": t[0], "followup_s": t[1],
+                  "followup_parts": sides[subj.sessions[1].session]["seconds"],
+                  "track_2_sessions_s": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
     shutil.rmtree(out, ignore_errors=True)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -131,6 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--voxel-steps", default="4,3,2,1", help="grids (mm) for the voxel scaling")
     ap.add_argument("--session-counts", default="2,4,8",
                     help="visits of a 2-subject study for the session scaling (2 workers)")
+    ap.add_argument("--only", choices=["throughput", "sessions", "voxels"],
+                    help="run one part only")
     ap.add_argument("--cluster-workers", type=int, default=100,
                     help="worker processes assumed for the 1,000-patient projection")
     args = ap.parse_args(argv)
@@ -138,47 +146,52 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     report = {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
 
-    # 1. serial vs 1 vs 2 workers
-    st = _study(work, args.subjects, args.sessions, args.step)
-    report["study"] = {"subjects": args.subjects, "sessions": args.sessions,
-                       "grid_mm": args.step, "voxels": _voxels(st)}
-    runs = [_serial(st, work / "out-serial", args.step)]
-    for w in (1, 2):
-        runs.append(_dask(st, work / f"out-dask{w}", args.step, w))
-    report["throughput"] = runs
-    print(f"\nThroughput ({args.subjects} x {args.sessions} sessions, {args.step} mm grid, "
-          f"{report['study']['voxels']} voxels; load {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores)")
-    print(f"{'engine':<8}{'workers':>8}{'wall s':>9}{'sess/min':>10}{'peak MB/worker':>18}")
-    for r in runs:
-        print(f"{r['engine']:<8}{r['workers']:>8}{r['wall_s']:>9}{r['sessions_per_min']:>10}"
-              f"{str(r.get('peak_rss_mb_per_worker', '-')):>18}")
+    want = {args.only} if args.only else {"throughput", "sessions", "voxels"}
+    if "throughput" in want:  # 1. serial vs 1 vs 2 workers
+        st = _study(work, args.subjects, args.sessions, args.step)
+        report["study"] = {"subjects": args.subjects, "sessions": args.sessions,
+                           "grid_mm": args.step, "voxels": _voxels(st)}
+        runs = [_serial(st, work / "out-serial", args.step)]
+        for w in (1, 2):
+            runs.append(_dask(st, work / f"out-dask{w}", args.step, w))
+        report["throughput"] = runs
+        print(f"\nThroughput ({args.subjects} x {args.sessions} sessions, {args.step} mm grid, "
+              f"{report['study']['voxels']} voxels; load {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores)")
+        print(f"{'engine':<8}{'workers':>8}{'wall s':>9}{'sess/min':>10}{'peak MB/worker':>18}")
+        for r in runs:
+            print(f"{r['engine']:<8}{r['workers']:>8}{r['wall_s']:>9}{r['sessions_per_min']:>10}"
+                  f"{str(r.get('peak_rss_mb_per_worker', '-')):>18}")
 
-    # 2. time vs number of sessions (2 workers)
-    scale_s = []
-    for n in (int(x) for x in args.session_counts.split(",") if x):
-        s = _study(work, 2, n, 4)
-        r = _dask(s, work / f"out-n{n}", 4, 2)
-        scale_s.append({"sessions": r["sessions"], "wall_s": r["wall_s"],
-                        "sessions_per_min": r["sessions_per_min"]})
-        print(f"sessions {r['sessions']:>3}: {r['wall_s']:>7} s  ({r['sessions_per_min']} / min)")
-    report["sessions_scaling"] = scale_s
+    if "sessions" in want:  # 2. time vs number of sessions (2 workers, 4 mm grid)
+        scale_s = []
+        for n in (int(x) for x in args.session_counts.split(",") if x):
+            st = _study(work, 2, n, 4)
+            r = _dask(st, work / f"out-n{n}", 4, 2)
+            scale_s.append({"sessions": r["sessions"], "wall_s": r["wall_s"],
+                            "sessions_per_min": r["sessions_per_min"]})
+            print(f"sessions {r['sessions']:>3}: {r['wall_s']:>7} s  "
+                  f"({r['sessions_per_min']} / min)")
+        report["sessions_scaling"] = scale_s
 
-    # 3. time per session vs voxel count (one process, one thread)
     scale_v = []
-    for step in (int(x) for x in args.voxel_steps.split(",") if x):
-        s = _study(work, 1, 2, step)
-        r = _one_session_time(s, work / f"out-v{step}", step)
-        r.update(grid_mm=step, voxels=_voxels(s))
-        scale_v.append(r)
-        print(f"grid {step} mm ({r['voxels']:>9} voxels): baseline {r['baseline_s']:.1f} s, "
-              f"follow-up {r['followup_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB")
-    report["voxel_scaling"] = scale_v
+    if "voxels" in want:  # 3. time per session vs voxel count (one process, one thread)
+        for step in (int(x) for x in args.voxel_steps.split(",") if x):
+            st = _study(work, 1, 2, step)
+            r = _one_session_time(st, work / f"out-v{step}", step)
+            r.update(grid_mm=step, voxels=_voxels(st))
+            scale_v.append(r)
+            print(f"grid {step} mm ({r['voxels']:>9} voxels): baseline {r['baseline_s']:.1f} s, "
+                  f"follow-up {r['followup_s']:.1f} s, tracking 2 visits "
+                  f"{r['track_2_sessions_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB")
+        report["voxel_scaling"] = scale_v
 
     # 4. projections from the 1 mm follow-up time (the realistic grid)
     full = next((v for v in scale_v if v["grid_mm"] == 1), scale_v[-1] if scale_v else None)
     if full:
-        per = full["followup_s"]
+        # a follow-up's processing plus its share of the subject's tracking (measured on 2
+        # visits; tracking resamples every visit, so it grows about linearly with visits)
+        per = full["followup_s"] + full["track_2_sessions_s"] / 2
         cores = os.cpu_count() or 1
         proj = {
             "seconds_per_session_1mm": round(per, 1),

@@ -90,6 +90,10 @@ def test_two_worker_processes_give_the_serial_results(study, serial, client, tmp
     assert res.counts == ref_res.counts and res.subjects == ref_res.subjects
     pids = {s["pid"] for s in res.task_stats if s["task"] == "session"}
     assert len(pids) == 2, "both worker processes should have taken sessions"
+    from lesioncount.distributed import usable_cpus
+
+    assert {s["threads"] for s in res.task_stats if s["task"] == "session"} == \
+        {max(1, usable_cpus() // 2)}, "two workers on one host share its cores"
     assert any(r["gd_count"] for r in res.counts), "a study with no lesion tests little"
 
 
