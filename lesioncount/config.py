@@ -158,6 +158,11 @@ class ClassicalConfig:
     # thinner than ~2 mm attached to a nodule, or joining two, are cut off; a 3 mm lesion
     # (the smallest counted, trial.md) survives. On 3 mm slices the ball is in-plane only.
     opening_mm: float = 1.0
+    # A part left by the opening is judged with its whole component: when the component is
+    # vessel-shaped (elongated or thin) and the part holds less than this fraction of its
+    # volume, the part is a piece of the vessel (seen on patient19: veins cut into round
+    # beads that passed every shape test); a lesion touching a thin vessel is most of it.
+    min_part_fraction: float = 0.5
     # Components more elongated than this (ratio of the largest to the middle principal
     # axis) are vessels; injected nodular and ring lesions measured 1.0-1.8 (max 1.76).
     max_elongation: float = 2.5

@@ -160,7 +160,10 @@ def phantom_eval(folder: str, cfg: ClassicalConfig, lcfg: LesionConfig, n_subjec
             f"{stem}_ce-gadolinium_desc-truth_dseg.nii*"))
         pre_paths = [p for p in post_path.parent.glob(f"{stem}_T1w.nii*")]
         post = load_image(post_path)
-        truth = load_image(tpath, dtype=np.float32).array.round().astype(np.int32)
+        import nibabel as nib
+
+        # (not load_image: a truth map without lesions is constant, which it refuses)
+        truth = np.asarray(nib.load(str(tpath)).dataobj).round().astype(np.int32)
         bpost = brain_mask(post)
         acq = "3mm" if post.spacing.max() > 2 else "1mm"
         pre = None

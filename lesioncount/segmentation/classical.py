@@ -35,7 +35,7 @@ from .normalise import enhancement_from_pre, enhancement_from_wm, wm_normalise
 log = logging.getLogger(__name__)
 
 # Reasons a candidate component was rejected (keys of ``Detection.info["rejected"]``).
-REASONS = ("small", "large", "elongated", "thin", "sheet", "surface", "csf")
+REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf")
 
 
 def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray) -> None:
@@ -143,6 +143,8 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "large"
     if f["surface_fraction"] > cfg.max_surface_fraction:
         return "surface"
+    if f.get("vessel_piece"):
+        return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
         return "elongated"
     if f["thickness"] < cfg.min_thickness_ratio:
@@ -212,6 +214,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
         # rings become one lesion with their full volume
         comp = _fill_holes(comp) & brain[box] | comp
         parts = [comp]
+        parent = None
         if opener is not None:
             # an opening cuts thin vessels off a nodule (and from each other): each
             # remaining thick part is judged on its own, the thin rest is dropped
@@ -219,11 +222,20 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             if opened.any():
                 plab, pn = components(opened, lesion_cfg)
                 parts = [plab == k for k in range(1, pn + 1)]
+                if pn > 1 or opened.sum() < 0.9 * comp.sum():
+                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg)
         for part in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
                 n_small += 1
                 continue
             f = _features(part, lo, box, z, depth, ref, brain, post, cfg)
+            # a round piece cut out of a vessel by the opening is still a vessel: when the
+            # whole component is vessel-shaped and this piece is a minor part of it
+            f["vessel_piece"] = bool(
+                parent is not None
+                and (parent["elongation"] > cfg.max_elongation
+                     or parent["thickness"] < cfg.min_thickness_ratio)
+                and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"])
             feats.append(f)
             out[box][part] = len(feats)
     info = dict(info)
