@@ -51,8 +51,9 @@ def summarise(rows: list[dict]) -> dict:
 def run_detector(name, post, pre, brain, cfg):
     from lesioncount.pipeline import detect
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     det = detect(post, pre, brain, cfg.replace(detector=name))
+    log.info("%s: %.1f s wall, %.1f s CPU", name, time.perf_counter() - t, time.process_time() - c)
     return label_lesions(det.mask, post.affine, cfg.lesion), time.perf_counter() - t
 
 
