@@ -67,20 +67,34 @@ def _print_endpoint(result) -> None:
               f"{show(r.get('cumulative_new_gd')):>12}  {note}")
 
 
-def cmd_run(args) -> int:
+def _run_engine(dataset, out: Path, cfg, args, subjects=None):
+    """Dask (a local cluster sized to the machine, or ``--scheduler``) unless ``--workers 0``."""
+    workers = getattr(args, "workers", None)
+    scheduler = getattr(args, "scheduler", None)
+    use_dask = scheduler is not None or workers != 0
+    if use_dask:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            if scheduler is not None:
+                raise
+            log.warning("dask.distributed is not installed: running serially")
+            use_dask = False
+    if use_dask:
+        from .distributed import run_study_dask
+        return run_study_dask(dataset, out, cfg, force=args.force, progress=not args.quiet,
+                              scheduler=scheduler, workers=workers or None, subjects=subjects)
     from .pipeline import run_study
+    return run_study(dataset, out, cfg, force=args.force, progress=not args.quiet,
+                     subjects=subjects)
 
+
+def cmd_run(args) -> int:
     out = Path(args.out)
     _setup_logging(out, args.quiet)
     cfg = _config(args)
     t0 = time.perf_counter()
-    if args.scheduler or args.workers:
-        from .distributed import run_study_dask
-        result = run_study_dask(args.dataset, out, cfg, force=args.force, progress=not args.quiet,
-                                scheduler=args.scheduler, workers=args.workers)
-    else:
-        result = run_study(args.dataset, out, cfg, force=args.force, progress=not args.quiet,
-                           subjects=args.subject)
+    result = _run_engine(args.dataset, out, cfg, args, subjects=args.subject)
     if not args.quiet:
         _print_endpoint(result)
         print(f"\n{len(result.counts)} sessions counted in {time.perf_counter() - t0:.0f} s; "
@@ -134,7 +148,6 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from .evaluation import evaluate, format_table, write_evaluation
     from .phantom import make_study
-    from .pipeline import run_study
 
     work = Path(args.out)
     study_dir = work / "study"
@@ -148,7 +161,7 @@ def cmd_demo(args) -> int:
                    backgrounds=("mni", "patients"), whole_head_fraction=0.5,
                    thick_slice_fraction=0.5, with_pre=True, overwrite=True)
     print(f"Running lesioncount on it ({time.perf_counter() - t0:.0f} s so far) ...")
-    result = run_study(study_dir, out, _config(args), force=args.force, progress=not args.quiet)
+    result = _run_engine(study_dir, out, _config(args), args)
     _print_endpoint(result)
     ev = evaluate(out, study_dir / "derivatives" / "truth")
     print("\nAgainst the phantom's truth:")
@@ -215,13 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--config", help="JSON file of PipelineConfig fields")
         q.add_argument("--force", action="store_true", help="redo sessions even if unchanged")
         q.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+        q.add_argument("--workers", type=int,
+                       help="local Dask worker processes (default: one per core; 0: run serially "
+                            "in this process)")
+        q.add_argument("--scheduler", help="address of an existing Dask scheduler "
+                                           "(e.g. one started by dask-jobqueue on SLURM)")
 
     q = sub.add_parser("run", help="count lesions in a BIDS dataset or manifest")
     q.add_argument("dataset", help="BIDS folder or a .tsv manifest")
     q.add_argument("--out", required=True, help="output folder (BIDS derivatives)")
     q.add_argument("--subject", action="append", help="only this subject (repeatable)")
-    q.add_argument("--scheduler", help="address of an existing Dask scheduler")
-    q.add_argument("--workers", type=int, help="run on a local Dask cluster of N worker processes")
     pipeline_opts(q)
     q.set_defaults(func=cmd_run)
 

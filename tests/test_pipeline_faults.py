@@ -113,7 +113,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(args) -> int:
-    return main(["run", *map(str, args), "--quiet"])
+    return main(["run", "--workers", "0", *map(str, args), "--quiet"])
 
 
 @pytest.fixture(scope="module")
