@@ -24,7 +24,6 @@ import numpy as np
 
 from lesioncount.config import PipelineConfig
 from lesioncount.image import Image
-from lesioncount.io import load_image
 from lesioncount.lesions import label_lesions
 
 log = logging.getLogger("eval_unet")
@@ -89,6 +88,14 @@ def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_les
     return out
 
 
+def _labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A label map as stored (load_image refuses constant images, and no lesion is constant)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asanyarray(img.dataobj).astype(np.int32), img.affine
+
+
 def _tsv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
@@ -119,9 +126,9 @@ def phantom(study: Path, work: Path, detectors=DETECTORS, no_pre: bool = False,
             if not of.exists():
                 log.warning("no output for %s", tf.name)
                 continue
-            t_img, o_img = load_image(tf), load_image(of)
-            tl = label_lesions(t_img.array > 0, t_img.affine, PipelineConfig().lesion)
-            rows.append(score(o_img.array.astype(np.int32), tl))
+            t_arr, t_aff = _labels(tf)
+            tl = label_lesions(t_arr > 0, t_aff, PipelineConfig().lesion)
+            rows.append(score(_labels(of)[0].astype(np.int32), tl))
         subj_true = {r["subject"]: r for r in _tsv(truth / "truth_subjects.tsv")
                      if not subjects or r["subject"] in subjects}
         subj_out = {r["subject"]: r for r in _tsv(out / "subjects.tsv")}
