@@ -136,7 +136,7 @@ def conditions(name: str, thick: bool):
 
 
 def phantom_eval(folder: str, cfg: ClassicalConfig, lcfg: LesionConfig, n_subjects: int,
-                 n_sessions: int, seed: int) -> list[dict]:
+                 n_sessions: int, seed: int, every: int = 1) -> list[dict]:
     """Lesion-wise TP/FN/FP on a phantom study (made with make_study if the folder is new)."""
     from pathlib import Path
 
@@ -154,7 +154,8 @@ def phantom_eval(folder: str, cfg: ClassicalConfig, lcfg: LesionConfig, n_subjec
         print(f"made phantom study in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
     truth_root = root / "derivatives" / "truth"
-    for post_path in sorted(root.glob("sub-*/ses-*/anat/*_ce-gadolinium_T1w.nii*")):
+    posts = sorted(root.glob("sub-*/ses-*/anat/*_ce-gadolinium_T1w.nii*"))
+    for post_path in posts[every - 1::every]:
         stem = post_path.name.split("_ce-gadolinium")[0]
         tpath = next((truth_root / post_path.parent.relative_to(root)).glob(
             f"{stem}_ce-gadolinium_desc-truth_dseg.nii*"))
@@ -211,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--phantom-subjects", type=int, default=4)
     ap.add_argument("--phantom-sessions", type=int, default=2)
     ap.add_argument("--phantom-seed", type=int, default=0)
+    ap.add_argument("--phantom-every", type=int, default=1, help="evaluate every n-th scan")
     args = ap.parse_args(argv)
     kw = {}
     for s in args.set:
@@ -220,7 +222,8 @@ def main(argv=None) -> int:
     lcfg = LesionConfig()
     if args.phantom:
         summarise_phantom(phantom_eval(args.phantom, cfg, lcfg, args.phantom_subjects,
-                                       args.phantom_sessions, args.phantom_seed))
+                                       args.phantom_sessions, args.phantom_seed,
+                                       args.phantom_every))
         return 0
     rows = []
     for name in args.patients:
