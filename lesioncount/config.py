@@ -188,6 +188,12 @@ class ClassicalConfig:
     csf_level: float = 0.55
     # injected lesions: 95th percentile < 0.15; real-scan false positives median 0.44.
     max_csf_fraction: float = 0.3
+    # Enhancing MS lesions sit in white matter (periventricular, deep, juxtacortical:
+    # Barkhof 1997), veins in sulci and cisterns with CSF and grey matter around them: the
+    # median of the reference T1 in the shell, in WM units, must reach this. The median
+    # (not a low percentile) keeps periventricular lesions, whose shell is CSF on one side.
+    # Demo phantom (seed 1) candidates: true lesions >= 0.9, false positives median 0.84.
+    min_shell_level: float = 0.8
     # Larger components are vascular trees or sinuses: tumefactive Gd+ lesions above
     # 20 cm^3 are outside what this counting trial reads.
     max_volume_mm3: float = 20000.0

@@ -35,7 +35,8 @@ from .normalise import enhancement_from_pre, enhancement_from_wm, wm_normalise
 log = logging.getLogger(__name__)
 
 # Reasons a candidate component was rejected (keys of ``Detection.info["rejected"]``).
-REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf")
+REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf",
+           "not_wm")
 
 
 def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray) -> None:
@@ -134,6 +135,7 @@ def _features(comp, lo, box, z, depth, ref, brain, post, cfg) -> dict:
                 thickness=float(inner / r_eq),
                 surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
                 csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
+                shell_level=float(np.median(ref[box][shell])) if shell.any() else 0.0,
                 max_z=float(z[box][comp].max()),
                 centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
 
@@ -153,6 +155,8 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "sheet"
     if f["csf_fraction"] > cfg.max_csf_fraction:
         return "csf"
+    if f["shell_level"] < cfg.min_shell_level:
+        return "not_wm"
     return None
 
 
