@@ -255,6 +255,26 @@ class UNetConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """Parameters of the reader workflow (lesioncount.review) (each default with its reason)."""
+
+    # A decision still refers to a lesion of a rerun whose centroid moved by less than this.
+    # Unchanged inputs give identical centroids; changed detector settings move a border by
+    # about a voxel (< 1.5 mm); two distinct lesions of >= 3 mm diameter with centroids
+    # closer than 3 mm would overlap, i.e. be one lesion.
+    rematch_tolerance_mm: float = 3.0
+    # Display grid in baseline space: the 1 mm of the tracking grid, so a 3 mm-slice visit
+    # is interpolated rather than shown blocky and small lesions stay visible.
+    display_spacing_mm: float = 1.0
+    # Two readers' painted lesions are the same lesion when their centroids are this close
+    # (a painted outline differs between readers by a voxel or two; lesions are >= 3 mm).
+    same_added_mm: float = 5.0
+    # Baseline eligibility threshold used for subjects_reviewed.tsv when the output
+    # folder's own configuration cannot be read (the trial's exclusion: > 2 Gd+ lesions).
+    max_baseline_gd: int = 2
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     detector: str = "classical"  # "classical" or "unet"
     use_pre: bool = True  # use the pre-contrast T1 when a session has one

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ except Exception as e:  # pragma: no cover - depends on the machine
 
 from lesioncount.io import read_tsv
 from lesioncount.review import read_log
-from lesioncount.review.example import lesion_world, write_example
+from lesioncount.review.example import lesion_world
 from lesioncount.review.layers import world_to_index
 from lesioncount.napari._widget import _camera
 
@@ -37,20 +36,6 @@ def _texture_limits_without_gl(monkeypatch):
         for mod in (base, image, labels, gl):
             monkeypatch.setattr(mod, "get_max_texture_sizes", lambda: (4096, 512))
         monkeypatch.setattr(image, "get_gl_extensions", lambda: "")
-
-
-@pytest.fixture(scope="module")
-def example_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("napari_example")
-    write_example(root)
-    return root
-
-
-@pytest.fixture
-def out(example_root, tmp_path):
-    dst = tmp_path / "out"
-    shutil.copytree(example_root / "out", dst)
-    return dst
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -11,24 +10,9 @@ from lesioncount.errors import ReviewError
 from lesioncount.io import file_sha256, read_tsv
 from lesioncount.review import (DecisionLog, Review, apply_decisions, disagreements, load_tables,
                                 read_log, review_study)
-from lesioncount.review.example import lesion_world, write_example
+from lesioncount.review.example import lesion_world
 from lesioncount.review.layers import display_grid, world_to_index
 from lesioncount.image import Image
-
-
-@pytest.fixture(scope="module")
-def example_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("example")
-    write_example(root)
-    return root
-
-
-@pytest.fixture
-def out(example_root, tmp_path):
-    """A fresh copy of the example output folder (inputs shared, read-only use)."""
-    dst = tmp_path / "out"
-    shutil.copytree(example_root / "out", dst)
-    return dst
 
 
 def _auto_hashes(out):

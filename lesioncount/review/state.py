@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ReviewConfig
 from ..errors import InputError, ReviewError
 from ..io import read_tsv, write_tsv
 from ..outputs import COUNTS_COLUMNS, LESIONS_COLUMNS, SUBJECTS_COLUMNS, write_tables
@@ -37,24 +38,6 @@ DISAGREEMENT_COLUMNS = ["subject", "session", "lesion", "track", "x", "y", "z", 
                         "reader_a", "value_a", "reader_b", "value_b", "comment_a", "comment_b"]
 
 
-@dataclass(frozen=True)
-class ReviewConfig:
-    """Parameters of the reader workflow (each default with its reason)."""
-
-    # A decision still refers to a lesion of a rerun whose centroid moved by less than this.
-    # Unchanged inputs give identical centroids; changed detector settings move a border by
-    # about a voxel (< 1.5 mm); two distinct lesions of >= 3 mm diameter with centroids
-    # closer than 3 mm would overlap, i.e. be one lesion.
-    rematch_tolerance_mm: float = 3.0
-    # Display grid in baseline space: the 1 mm of the tracking grid, so a 3 mm-slice visit
-    # is interpolated rather than shown blocky and small lesions stay visible.
-    display_spacing_mm: float = 1.0
-    # Two readers' painted lesions are the same lesion when their centroids are this close
-    # (a painted outline differs between readers by a voxel or two; lesions are >= 3 mm).
-    same_added_mm: float = 5.0
-    # Baseline eligibility threshold used for subjects_reviewed.tsv when the output
-    # folder's own configuration cannot be read (the trial's exclusion: > 2 Gd+ lesions).
-    max_baseline_gd: int = 2
 
 
 # --------------------------------------------------------------------------- tables
