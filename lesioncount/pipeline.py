@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__
 from .config import PipelineConfig
-from .dataset import Problem, Session, Study, Subject, discover
+from .dataset import Session, Study, Subject, discover
 from .errors import GridError, InputError, LesionCountError, RegistrationError
 from .image import Image, apply_affine, isotropic_grid, resample
 from .io import (atomic_path, file_sha256, load_image, remove_partial_files, save_image,
@@ -280,7 +280,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
             on_grid.append(None)
             continue
         p = SessionPaths(out, s.subject, s.session)
-        mask_img = load_image_mask_image(p.detected)
+        mask_img = _read_own_map(p.detected)
         labels = label_lesions(mask_img.array > 0, mask_img.affine, cfg.lesion)
         natives[s.session] = (mask_img, labels)
         tx = load_transform(p.to_baseline) if s.session != base.session else None
@@ -340,10 +340,6 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
     return res
 
 
-def load_image_mask_image(path) -> Image:
-    return _read_own_map(path)
-
-
 # --------------------------------------------------------------------------- study
 
 def _one_line(e: BaseException) -> str:
@@ -353,22 +349,6 @@ def _one_line(e: BaseException) -> str:
 def _error_row(subject, session, file, reason, level="error") -> dict:
     return {"subject": subject, "session": session, "file": str(file) if file else None,
             "level": level, "reason": reason}
-
-
-def run_session_safely(session: Session, baseline: Session, cfg: PipelineConfig, out: Path,
-                       force: bool) -> tuple[dict | None, dict | None]:
-    """(sidecar, None) on success, (None, error row) on failure; never raises for bad input."""
-    try:
-        return process_session(session, baseline, cfg, out, force=force), None
-    except LesionCountError as e:
-        file = getattr(e, "path", None) or session.post
-        reason = getattr(e, "reason", None) or _one_line(e)
-        return None, _error_row(session.subject, session.session, file, reason)
-    except Exception as e:  # an unexpected bug must not sink the batch either
-        log.error("unexpected error in %s %s:\n%s", session.subject, session.session,
-                  traceback.format_exc())
-        return None, _error_row(session.subject, session.session, session.post,
-                                f"internal error: {type(e).__name__}: {_one_line(e)}")
 
 
 def session_task(session: Session, baseline: Session, baseline_ok: bool, cfg: PipelineConfig,

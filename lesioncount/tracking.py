@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .config import LesionConfig, TrackingConfig
-from .lesions import LABEL_DTYPE, components, structure
+from .lesions import LABEL_DTYPE, components
 
 BASELINE, NEW, PERSISTENT = "baseline", "new", "persistent"
 

@@ -1,8 +1,6 @@
 """Brain extraction on skull-stripped and whole-head synthetic heads, any grid."""
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +8,6 @@ import pytest
 from scipy import ndimage as ndi
 
 from lesioncount.brain import brain_mask, brain_surface_distance, csf_mask, head_mask
-from lesioncount.config import BrainConfig
 from lesioncount.errors import InputError
 from lesioncount.image import Image, apply_affine, resample
 

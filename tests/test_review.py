@@ -1,7 +1,6 @@
 """The reader review model (no Qt): log, alignment, decisions, reviewed counts, two readers."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ Tiny models on tiny volumes so the file runs in well under a minute on one core.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -28,7 +28,7 @@ import numpy as np
 from ..config import ReviewConfig
 from ..errors import InputError, ReviewError
 from ..io import read_tsv, write_tsv
-from ..outputs import COUNTS_COLUMNS, LESIONS_COLUMNS, SUBJECTS_COLUMNS, write_tables
+from ..outputs import write_tables
 
 log = logging.getLogger(__name__)
 
