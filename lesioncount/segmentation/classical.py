@@ -126,11 +126,12 @@ def _features(comp, lo, box, z, depth, ref, brain, post, cfg) -> dict:
     xyz = ijk @ post.affine[:3, :3].T
     s1, s2, s3 = _shape(xyz, sp, axes)
     # thickness: largest inscribed radius vs the radius of a ball of the same volume
-    inner = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp).max()
+    tight = ndi.find_objects(comp.astype(np.uint8))[0]
+    inner = ndi.distance_transform_edt(np.pad(comp[tight], 1), sampling=sp).max()
     r_eq = (3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)
-    # shell of surrounding tissue within shell_mm (anisotropy-aware distance)
-    dist_out = ndi.distance_transform_edt(~comp, sampling=sp)
-    shell = (dist_out > 0) & (dist_out <= cfg.shell_mm) & brain[box]
+    # shell of surrounding tissue within shell_mm (anisotropy-aware: a dilation by a
+    # ball in mm is the set of voxels within shell_mm of the component)
+    shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, sp)) & ~comp & brain[box]
     return dict(volume_mm3=volume, elongation=float(s1 / s2), flatness=float(s2 / s3),
                 thickness=float(inner / r_eq),
                 surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
