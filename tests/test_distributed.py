@@ -36,11 +36,11 @@ STEP = 4
 
 
 def tiny_cfg() -> PipelineConfig:
-    """Defaults, except what a 4 mm grid breaks: the CSF-shell rule (a 2 mm shell is less than
-    a voxel) and the 1 mm tracking grid (slow, and finer than the data)."""
+    """Defaults, except what a 4 mm grid breaks: the CSF- and white-matter-shell rules (a 2 mm
+    shell is less than a voxel) and the 1 mm tracking grid (slow, and finer than the data)."""
     cfg = PipelineConfig()
     return cfg.replace(
-        classical=dataclasses.replace(cfg.classical, max_csf_fraction=1.01),
+        classical=dataclasses.replace(cfg.classical, max_csf_fraction=1.01, min_shell_level=0.0),
         tracking=dataclasses.replace(cfg.tracking, grid_spacing_mm=float(STEP)))
 
 
