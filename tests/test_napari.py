@@ -147,3 +147,34 @@ def test_reopening_resumes_where_the_reader_left_off(_texture_limits_without_gl,
     assert w.current_row()["lesion"] == 2
     assert "Resumed" in w.message.text()
     assert "accepted" in w.table.item(1, 5).text()
+
+
+def test_a_real_phantom_output_opens_and_a_rejection_changes_its_counts(
+        _texture_limits_without_gl, make_napari_viewer, phantom_run, tmp_path):
+    import shutil
+
+    from lesioncount.napari._widget import ReviewWidget
+
+    _, auto_out, rc = phantom_run
+    assert rc == 0
+    out = tmp_path / "phantom_out"
+    shutil.copytree(auto_out, out)
+    auto = {(r["subject"], r["session"]): r for r in read_tsv(out / "counts.tsv")}
+    subject, session = next(k for k, r in auto.items() if int(r["gd_count"]) > 0)
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer, out=out, reader="DrPhantom", subject=subject)
+    viewer.window.add_dock_widget(w, name="review")
+    while w.session != session:
+        w.step_session(+1)
+    assert w.table.rowCount() == int(auto[(subject, session)]["gd_count"])
+    for name in ("post-contrast", "enhancement", "lesions"):
+        assert name in viewer.layers
+    w.select_lesion(1)
+    _press(w, "R")
+    c = w.review.reviewed_counts(subject, session)
+    assert c["gd_count"] == int(auto[(subject, session)]["gd_count"]) - 1
+    w.review.write_reviewed()
+    rows = {(r["subject"], r["session"]): r for r in read_tsv(out / "counts_reviewed.tsv")}
+    assert int(rows[(subject, session)]["gd_count"]) == c["gd_count"]
+    # the automatic table is untouched
+    assert read_tsv(out / "counts.tsv") == read_tsv(auto_out / "counts.tsv")

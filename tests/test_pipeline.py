@@ -20,15 +20,8 @@ CONTRACT = {
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from lesioncount.phantom import make_study
-
-    root = tmp_path_factory.mktemp("e2e")
-    study = make_study(root / "study", n_subjects=2, n_sessions=3, seed=11, backgrounds=("mni",),
-                       whole_head_fraction=0.5, thick_slice_fraction=0.5, step_mm=2)
-    out = root / "out"
-    rc = main(["run", str(study), "--out", str(out), "--quiet"])
-    return study, out, rc
+def run(phantom_run):
+    return phantom_run
 
 
 def test_exit_code_and_contract_columns(run):
