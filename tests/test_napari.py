@@ -90,6 +90,7 @@ def test_open_choose_reject_add_and_reviewed_counts(widget, out):
     w.step_session(+1)
     assert w.session == "ses-02" and w.table.rowCount() == 2
     w.select_lesion(2)
+    assert w.status_box.currentText() == "new"  # the drop-down follows the chosen lesion
     grid = w.review.grid("sub-01")
     expect = world_to_index(grid, lesion_world("B")) * grid.spacing
     assert viewer.dims.point[0] == pytest.approx(expect[0], abs=grid.spacing[0])

@@ -390,6 +390,7 @@ class ReviewWidget(QWidget):
             if row["lesion"] == lesion:
                 self.table.selectRow(r)
                 self.centre_on(row)
+                self._show_status(row)
                 return
 
     def _row_chosen(self) -> None:
@@ -398,8 +399,12 @@ class ReviewWidget(QWidget):
         row = self.current_row()
         if row is not None:
             self.centre_on(row)
-            if row["status"] in ("new", "persistent", "baseline"):
-                self.status_box.setCurrentText(row["status"])
+            self._show_status(row)
+
+    def _show_status(self, row: dict) -> None:
+        """The status drop-down shows the chosen lesion's current status."""
+        if row["status"] in ("new", "persistent", "baseline"):
+            self.status_box.setCurrentText(row["status"])
 
     def centre_on(self, row: dict) -> None:
         """Move the slice and the camera to a lesion's centroid (baseline world mm)."""
