@@ -165,7 +165,7 @@ def save_image(image: Image, path: str | os.PathLike, *, dtype=None) -> Path:
     img = nib.Nifti1Image(arr, image.affine)
     img.set_qform(image.affine, code=1)
     img.set_sform(image.affine, code=1)
-    img.header.set_xyzt_units("mm")
+    img.header.set_xyzt_units("mm", "sec")  # spatial units set, as the BIDS validator expects
     img.set_data_dtype(out_dtype)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

@@ -28,7 +28,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..image import Image, apply_affine
-from ..io import atomic_path, write_json, write_text, write_tsv
+from ..io import save_image, write_json, write_text, write_tsv
 from .acquisition import (DTYPES, ORIENTATIONS_2D, ORIENTATIONS_3D, acquire, bias_field,
                           random_affine, random_rigid, rician, rigid_parameters, scanner_grid,
                           slice_axis, to_storage)
@@ -464,23 +464,6 @@ def _finish(rng, arr, field, gain, sigma, head=None) -> np.ndarray:
     if head is not None:
         img = np.where(head > 0.5, img, 0.0)
     return img.astype(np.float32)
-
-
-def save_image(image: Image, path, dtype=None) -> Path:
-    """Write NIfTI atomically with spatial units (mm) set, as the BIDS validator expects.
-
-    ``dtype=np.int16`` on a float image stores it scaled (nibabel picks ``scl_slope``).
-    """
-    import nibabel as nib
-
-    img = nib.Nifti1Image(image.array, image.affine)
-    img.set_qform(image.affine, code=1)
-    img.set_sform(image.affine, code=1)
-    img.set_data_dtype(dtype or image.array.dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)
 
 
 def _motion_row(sub, ses, name, m):
