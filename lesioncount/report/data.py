@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..dataset import natural_key
 from ..errors import InputError
 from ..io import read_tsv
 from ..outputs import SessionPaths
@@ -76,11 +77,6 @@ class StudyData:
 
     def paths(self, subject: str, session: str) -> SessionPaths:
         return SessionPaths(self.out, subject, session)
-
-
-def natural_key(label: str) -> list:
-    """``ses-M2`` < ``ses-M10``: digit runs compare as numbers."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(label))]
 
 
 def _frame(rows: list[dict], table: str) -> pd.DataFrame:
