@@ -485,6 +485,10 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
                    background="mni", whole_head=bool(whole_head))
 
 
+# MNI z (mm) of the foramen magnum, below which the whole head's neck begins.
+NECK_Z_MM = -62.0
+
+
 def _whole_head(rng, sd, brain, pre, post, z):
     """Layers outside the brain: CSF, (dura is added as a mimic), skull, marrow, scalp fat, skin."""
     shape = sd.shape
@@ -508,8 +512,10 @@ def _whole_head(rng, sd, brain, pre, post, z):
         out_post[m] = vpost
         prev = edge
     head = d <= prev
-    # below the skull base the neck continues as soft tissue, not as a closed skull
-    neck = outside & (z < -45.0) & (d <= prev)
+    # below the foramen magnum the neck continues as soft tissue, not as a closed skull;
+    # above it the occipital bone encloses the posterior fossa (the cerebellum reaches
+    # z ~ -60 in MNI space; a neck starting higher put soft tissue 2.5 mm from it)
+    neck = outside & (z < NECK_Z_MM) & (d <= prev)
     out_pre[neck] = np.where(d[neck] > 2.5, 0.6, out_pre[neck])
     out_post[neck] = np.where(d[neck] > 2.5, 0.65, out_post[neck])
     return head, out_pre, out_post
