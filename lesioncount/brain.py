@@ -21,7 +21,10 @@ Whole-head method (pre- or post-contrast T1):
    edge, as brain masks of skull-stripped data (e.g. MNI's) do.
 
 A scan whose step-5 brain fills most of its head (``cfg.skull_stripped_ratio``) is taken as
-skull-stripped already, and its filled foreground is returned instead.
+skull-stripped already, and its filled foreground is returned instead. Otherwise steps
+3-5 are redone with the core opened by ``cfg.neck_open_mm`` and only its largest part
+kept (parts of at least 5 % of the largest: the cerebellum is ~10 % of the brain), which cuts the brain from the neck and face at the foramen magnum and at
+partial-volume bridges through the skull base (thick slices).
 
 Steps 2-5 run on a working grid of about ``cfg.work_mm`` (block means) and the mask is
 interpolated back, so a 1 mm whole head takes ~2 s of CPU.
@@ -158,7 +161,7 @@ def _upsample_mask(m: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
 
 
 def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
-                   cfg: BrainConfig) -> tuple[np.ndarray | None, float]:
+                   cfg: BrainConfig, neck_cut: bool = False) -> tuple[np.ndarray | None, float]:
     """Steps 2-5 of the module docstring on one grid; (brain, brain/head ratio)."""
     t = _tissue_threshold(s[head])
     tissue = head & (s > t)
@@ -166,6 +169,19 @@ def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
     if not core.any():
         return None, 1.0
     core = _largest_component(core)
+    if neck_cut and cfg.neck_open_mm > 0:
+        # Cut narrow bridges (foramen magnum, partial-volume contacts at the skull base on
+        # thick slices) between the brain's core and thick tissue outside it (neck, face
+        # muscles): open the core, keep its largest part, and take back only the core
+        # within the opening radius of it (gyri cut by the opening return, the neck does not).
+        opened = _dilate(_erode(core, cfg.neck_open_mm, sp), cfg.neck_open_mm, sp)
+        if opened.any():
+            # keep the large parts (two hemispheres may come apart at the corpus callosum)
+            lab, n = ndi.label(opened)
+            sizes = np.bincount(lab.ravel())[1:]
+            keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+            core = core & (_dist_outside(keep, sp) <= cfg.neck_open_mm)
+            core = _largest_component(core)
     bright = np.zeros_like(tissue)
     if cfg.bright_factor > 0:
         # Brighter than nearly all of the brain's own core: enhancing dura, sinuses, fat.
@@ -231,6 +247,11 @@ def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     if ratio > cfg.skull_stripped_ratio:
         log.debug("brain fills %.0f%% of the foreground: skull-stripped input", 100 * ratio)
         return head
+    if cfg.neck_open_mm > 0:
+        # a whole head: cut the brain from the neck (decided after the skull-stripped test,
+        # which the cut would confuse by removing part of a skull-stripped brain)
+        cut, _ = _brain_on_grid(s_w, h_w, wsp, cfg, neck_cut=True)
+        brain_w = cut if cut is not None else brain_w
     out = np.zeros(head.shape, dtype=bool)
     out[box] = _upsample_mask(brain_w, f, a.shape) & hb
     return out

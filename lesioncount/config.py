@@ -55,6 +55,11 @@ class BrainConfig:
     # (white matter at its brightest) are enhancing dura, sinuses or fat, kept out of the
     # brain while it is grown back (0 disables).
     bright_factor: float = 1.05
+    # The brain's core is opened with a ball of this radius (mm) to cut it from the neck and
+    # face: the brainstem at the foramen magnum and partial-volume bridges at the skull
+    # base on thick slices are narrower than 2 x (erode_mm + this), the cerebrum and
+    # cerebellum are much thicker. 0 disables.
+    neck_open_mm: float = 6.0
     # A "brain" filling more than this fraction of the foreground means the input was
     # skull-stripped already (a whole head's brain is ~40-60% of the head).
     skull_stripped_ratio: float = 0.8
