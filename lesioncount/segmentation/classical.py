@@ -25,6 +25,7 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..brain import brain_surface_distance
 from ..config import ClassicalConfig, LesionConfig
 from ..errors import GridError, InputError
 from ..image import Image
@@ -89,12 +90,14 @@ def _fill_holes(comp: np.ndarray) -> np.ndarray:
     """3D hole filling, then 2D per slice along each axis (open rings, C-shapes)."""
     out = ndi.binary_fill_holes(comp)
     for ax in range(3):
-        sl = [slice(None)] * 3
-        for i in range(comp.shape[ax]):
-            sl[ax] = i
-            s = tuple(sl)
-            if out[s].any():
-                out[s] = ndi.binary_fill_holes(out[s])
+        # one call per axis: a structure without neighbours along ``ax`` fills each slice
+        # on its own (the background only connects within a slice)
+        plane = ndi.generate_binary_structure(3, 1)
+        idx = [slice(None)] * 3
+        for off in (0, 2):
+            idx[ax] = off
+            plane[tuple(idx)] = False
+        out = ndi.binary_fill_holes(out, structure=plane)
     return out
 
 
@@ -184,7 +187,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
 
     seeds = apply_hysteresis_threshold(np.where(brain, z, 0), cfg.extent_z, cfg.seed_z)
     labels, n = components(seeds, lesion_cfg)
-    depth = ndi.distance_transform_edt(brain, sampling=sp).astype(np.float32)
+    # (the grid's edge bounds the brain too: a brain cut by the field of view has a surface there)
+    depth = brain_surface_distance(brain, post.affine)
     opener = _ball(cfg.opening_mm, sp) if cfg.opening_mm > 0 else None
     out = np.zeros(post.shape, dtype=np.int32)
     feats: list[dict] = []
