@@ -20,6 +20,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 x its median absolute deviation
+# Intensity mappings (binned medians and spreads) are fitted on a regular subsample of at
+# most this many brain voxels: 64 bins of ~4700 voxels give medians within ~1.5 % of a
+# bin's spread of the full fit, at a fifth of the sorting time of a 1 mm brain (1.5 M).
+FIT_SAMPLES = 300_000
 
 
 def smooth_masked(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
@@ -182,31 +186,44 @@ def _binned_stats(x: np.ndarray, y: np.ndarray, nbins: int):
     return np.asarray(cx), np.asarray(cy), np.asarray(sd)
 
 
+def _fit_step(n: int, max_samples: int = FIT_SAMPLES) -> int:
+    """Stride of the deterministic subsample used to fit intensity mappings."""
+    return max(1, -(-n // max_samples))
+
+
 def _table_correction(x1, x2, r, n1, n2, min_count=None):
     """Median of ``r`` in quantile bins of (x1, x2), looked up per sample.
 
     Each cell's median is shrunk towards 0 by n / (n + min_count) and cells with fewer
     than ``min_count`` samples (default: 0.1 % of all, at least 300) give 0, so a lesion
     (a few hundred voxels with an unusual pre intensity and context) cannot become
-    "normal" by filling a sparse cell on its own.
+    "normal" by filling a sparse cell on its own. The table is fitted on a regular
+    subsample of at most ``FIT_SAMPLES`` (counts scaled back to all samples).
     """
     if min_count is None:
         min_count = max(300, int(1e-3 * x1.size))
-    e1 = np.unique(np.quantile(x1, np.linspace(0, 1, n1 + 1)))
-    e2 = np.unique(np.quantile(x2, np.linspace(0, 1, n2 + 1)))
-    i1 = np.clip(np.searchsorted(e1, x1, side="right") - 1, 0, len(e1) - 2)
-    i2 = np.clip(np.searchsorted(e2, x2, side="right") - 1, 0, len(e2) - 2)
-    cell = i1 * (len(e2) - 1) + i2
+    step = _fit_step(x1.size)
+    f1, f2, fr = x1[::step], x2[::step], r[::step]
+    e1 = np.unique(np.quantile(f1, np.linspace(0, 1, n1 + 1)))
+    e2 = np.unique(np.quantile(f2, np.linspace(0, 1, n2 + 1)))
+
+    def cells(a1, a2):
+        i1 = np.clip(np.searchsorted(e1, a1, side="right") - 1, 0, len(e1) - 2)
+        i2 = np.clip(np.searchsorted(e2, a2, side="right") - 1, 0, len(e2) - 2)
+        return i1 * (len(e2) - 1) + i2
+
+    cell = cells(f1, f2)
     ncell = (len(e1) - 1) * (len(e2) - 1)
-    order = np.lexsort((r, cell))
-    rs, cs = r[order], cell[order]
+    order = np.lexsort((fr, cell))
+    rs, cs = fr[order], cell[order]
     starts = np.searchsorted(cs, np.arange(ncell), side="left")
     ends = np.searchsorted(cs, np.arange(ncell), side="right")
     table = np.zeros(ncell, dtype=np.float32)
     for c, (a, bb) in enumerate(zip(starts, ends)):
-        if bb - a >= min_count:
-            table[c] = rs[(a + bb) // 2] * (bb - a) / (bb - a + min_count)
-    return table[cell]
+        n = (bb - a) * step
+        if n >= min_count:
+            table[c] = rs[(a + bb) // 2] * n / (n + min_count)
+    return table[cells(x1, x2)]
 
 
 def enhancement_from_pre(post: np.ndarray, pre: np.ndarray, brain: np.ndarray,
@@ -228,9 +245,10 @@ def enhancement_from_pre(post: np.ndarray, pre: np.ndarray, brain: np.ndarray,
     pr = (np.where(b, pre, 0) / q_wm).astype(np.float32)
     bias = np.ones(po.shape, dtype=np.float32)
     x = pr[b]
+    fit = slice(None, None, _fit_step(x.size))
     for it in range(iterations):
         y = po[b] / bias[b]
-        cx, cy, _ = _binned_stats(x, y, nbins)
+        cx, cy, _ = _binned_stats(x[fit], y[fit], nbins)
         pred = np.interp(x, cx, cy).astype(np.float32)
         ratio = po[b] / np.maximum(pred, 1e-3)
         # the relative bias is fitted on tissue (not CSF, whose ratio is noisy) that the
@@ -244,7 +262,7 @@ def enhancement_from_pre(post: np.ndarray, pre: np.ndarray, brain: np.ndarray,
         lvol[b] = lr
         bias = np.exp(smooth_masked(lvol, w, bias_sigma_mm, spacing)).astype(np.float32)
     y = po[b] / bias[b]
-    cx, cy, sd = _binned_stats(x, y, nbins)
+    cx, cy, sd = _binned_stats(x[fit], y[fit], nbins)
     pred = np.interp(x, cx, cy)
     if context_mm > 0:
         # second stage: the residual's median per (pre, local mean of pre) bin; the local
