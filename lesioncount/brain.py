@@ -20,11 +20,12 @@ Whole-head method (pre- or post-contrast T1):
    the result is grown by ``cfg.edge_mm`` into non-bone voxels to include the partial-volume
    edge, as brain masks of skull-stripped data (e.g. MNI's) do.
 
-A scan whose step-5 brain fills most of its head (``cfg.skull_stripped_ratio``) is taken as
-skull-stripped already, and its filled foreground is returned instead. Otherwise steps
-3-5 are redone with the core opened by ``cfg.neck_open_mm`` and only its largest part
-kept (parts of at least 5 % of the largest: the cerebellum is ~10 % of the brain), which cuts the brain from the neck and face at the foramen magnum and at
-partial-volume bridges through the skull base (thick slices).
+A scan whose step-5 brain fills most of its head (``cfg.skull_stripped_ratio``) and whose
+background outside the head is mostly zeroed is taken as skull-stripped already, and its
+filled foreground is returned instead. Otherwise steps 3-5 are redone with the core opened
+by ``cfg.neck_open_mm`` and only its parts that are brain kept (the largest, and others of
+at least 5 % of its size that hold white matter), which cuts the brain from the neck and face at the
+foramen magnum and at partial-volume bridges through the skull base (thick slices).
 
 Steps 2-5 run on a working grid of about ``cfg.work_mm`` (block means) and the mask is
 interpolated back, so a 1 mm whole head takes ~2 s of CPU.
@@ -63,8 +64,13 @@ def _dist_outside(mask: np.ndarray, spacing) -> np.ndarray:
 
 
 def _dist_inside(mask: np.ndarray, spacing) -> np.ndarray:
-    """Distance (mm) from each voxel of ``mask`` to the nearest voxel outside it."""
-    return ndi.distance_transform_edt(mask, sampling=spacing)
+    """Distance (mm) from each voxel of ``mask`` to the nearest voxel outside it.
+
+    The grid's edge counts as outside: a head cut by the field of view (vertex, neck)
+    shows its scalp en face in the last slice, which must erode from there too.
+    """
+    d = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)
+    return d[1:-1, 1:-1, 1:-1]
 
 
 def _dilate(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
@@ -160,6 +166,26 @@ def _upsample_mask(m: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
     return out
 
 
+def _brain_parts(opened: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The parts of an opened core that are brain: the largest, and every part of at least
+    5 % of its size (the cerebellum is ~10 % of the brain; hemispheres may come apart at
+    the corpus callosum) that holds white matter: at least 10 % of its voxels within 12 %
+    of the largest part's white-matter level (the brightest large tissue class). Neck and
+    face muscle (darker) and orbital fat (brighter) hold none.
+    """
+    from .segmentation.normalise import wm_level
+
+    lab, n = ndi.label(opened)
+    sizes = np.bincount(lab.ravel())[1:]
+    big = int(np.argmax(sizes)) + 1
+    level, _ = wm_level(s[lab == big])
+    keep = [big]
+    for k in np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1:
+        if k != big and np.mean(np.abs(s[lab == k] / level - 1.0) < 0.12) >= 0.1:
+            keep.append(int(k))
+    return np.isin(lab, keep)
+
+
 def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
                    cfg: BrainConfig, neck_cut: bool = False) -> tuple[np.ndarray | None, float]:
     """Steps 2-5 of the module docstring on one grid; (brain, brain/head ratio)."""
@@ -176,10 +202,7 @@ def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
         # within the opening radius of it (gyri cut by the opening return, the neck does not).
         opened = _dilate(_erode(core, cfg.neck_open_mm, sp), cfg.neck_open_mm, sp)
         if opened.any():
-            # keep the large parts (two hemispheres may come apart at the corpus callosum)
-            lab, n = ndi.label(opened)
-            sizes = np.bincount(lab.ravel())[1:]
-            keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+            keep = _brain_parts(opened, s)
             core = core & (_dist_outside(keep, sp) <= cfg.neck_open_mm)
             core = _largest_component(core)
     bright = np.zeros_like(tissue)
@@ -201,6 +224,22 @@ def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
         dark = s < 0.5 * t
         brain = brain | (_dilate(brain, cfg.edge_mm, sp) & ~dark & ~bright & head)
     return brain, ratio
+
+
+def _zeroed_background(a: np.ndarray, head: np.ndarray) -> bool:
+    """Most voxels outside the head hold one value: skull stripping zeroed them.
+
+    A whole-head scan has noise there (Rician, never exactly constant); a skull-stripped one
+    was masked. Checked together with the brain/head ratio because a whole head whose
+    brain mask leaked into the scalp on thick slices can fill 83 % of its head too.
+    """
+    out = ~head
+    if not out.any():
+        return True
+    vals = np.asarray(a)[out]
+    # (the most common value, not the minimum: resampled skull-stripped data can hold
+    # negative interpolation overshoots inside the brain)
+    return bool(np.mean(vals == np.median(vals)) > 0.5)
 
 
 def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
@@ -244,7 +283,7 @@ def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     if brain_w is None:
         log.warning("no tissue thicker than %.1f mm: returning the head mask", 2 * cfg.erode_mm)
         return head
-    if ratio > cfg.skull_stripped_ratio:
+    if ratio > cfg.skull_stripped_ratio and _zeroed_background(image.array, head):
         log.debug("brain fills %.0f%% of the foreground: skull-stripped input", 100 * ratio)
         return head
     if cfg.neck_open_mm > 0:
