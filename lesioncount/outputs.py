@@ -14,7 +14,7 @@ from .io import write_json, write_tsv
 
 COUNTS_COLUMNS = ["subject", "session", "days", "gd_count", "new_gd_count", "cumulative_new_gd",
                   "persistent_gd_count", "status", "pre_used", "registration_quality",
-                  "detector"]
+                  "detector", "stable_excluded"]
 LESIONS_COLUMNS = ["subject", "session", "lesion", "track", "status", "volume_mm3", "x", "y", "z",
                    "max_enhancement", "mean_enhancement"]
 SUBJECTS_COLUMNS = ["subject", "group", "sessions", "baseline_gd_count", "eligible",

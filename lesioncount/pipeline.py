@@ -35,6 +35,7 @@ from .io import (atomic_path, file_sha256, load_image, remove_partial_files, sav
                  write_json)
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
+from .stability import Visit, stable_foci
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +275,9 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
     base_ref = Image(np.zeros(base_hdr.shape[:3], np.uint8), base_hdr.affine)
     grid = isotropic_grid(base_ref, cfg.tracking.grid_spacing_mm)
 
-    natives, on_grid, transforms = {}, [], {}
+    natives, transforms, visits = {}, {}, []
     for s in sessions:
         if not sidecars.get(s.session):
-            on_grid.append(None)
             continue
         p = SessionPaths(out, s.subject, s.session)
         mask_img = _read_own_map(p.detected)
@@ -285,7 +285,24 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         natives[s.session] = (mask_img, labels)
         tx = load_transform(p.to_baseline) if s.session != base.session else None
         transforms[s.session] = tx
-        on_grid.append(resample(mask_img.like(labels), grid, tx, interpolation="nearest").array)
+        enh = _read_own_map(p.enhancement) if p.enhancement.exists() else None
+        visits.append((s.session, Visit(mask_img.like(labels), enh, tx, s.days)))
+    # foci enhancing at one place on many visits are vessels, not lesions (stability.py)
+    stable = dict(zip([k for k, _ in visits], stable_foci([v for _, v in visits], cfg.tracking)))
+    enh_maps = {k: v.enhancement.array for k, v in visits if v.enhancement is not None}
+    on_grid = []
+    for s in sessions:
+        if s.session not in natives:
+            on_grid.append(None)
+            continue
+        mask_img, labels = natives[s.session]
+        if stable[s.session]:
+            log.info("%s %s: %d focus/foci enhancing on >= %d visits left out as stable",
+                     s.subject, s.session, len(stable[s.session]), cfg.tracking.stable_min_sessions)
+            labels = relabel_sequential(np.where(np.isin(labels, stable[s.session]), 0, labels))
+            natives[s.session] = (mask_img, labels)
+        on_grid.append(resample(mask_img.like(labels), grid, transforms[s.session],
+                                interpolation="nearest").array)
 
     tracked = track(on_grid, grid.spacing, cfg.tracking, cfg.lesion)
 
@@ -299,9 +316,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         final = relabel_sequential(back)
         by_tracked = {les.label: les for les in tr.lesions}
         p = SessionPaths(out, s.subject, s.session)
-        enh = None
-        if p.enhancement.exists():
-            enh = _read_own_map(p.enhancement).array
+        enh = enh_maps.get(s.session)
         stats = measure(mask_img.like(final), enh)
         # map final labels back to tracked labels (relabel_sequential keeps order)
         tracked_ids = np.unique(back[back > 0])
@@ -333,6 +348,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
             "cumulative_new_gd": cumulative, "persistent_gd_count": n_pers,
             "status": "ok", "pre_used": side.get("pre_used"),
             "registration_quality": q.get("quality"), "detector": side.get("detector"),
+            "stable_excluded": len(stable.get(s.session, [])),
         })
     base_count = res.counts[0]["gd_count"]
     res.subject.update(baseline_gd_count=base_count, eligible=base_count <= cfg.max_baseline_gd,

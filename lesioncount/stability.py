@@ -1,0 +1,89 @@
+"""Enhancement that stays: foci enhancing at one place on many visits are not active lesions.
+
+Gadolinium enhancement of an MS lesion lasts a few weeks (median about 3, rarely over
+3 months): the blood-brain barrier closes again. Veins, the choroid plexus, dura and flow
+artefacts enhance on every scan. A detector tuned to find faint lesions picks such a
+structure on some visits and misses it on others, and each reappearance would be counted
+as a *new* lesion. A reader recognises it because it is there on every scan.
+
+:func:`stable_foci` does the same: for each detected focus it looks, in baseline space, at
+the enhancement map of every visit of the subject at the focus's voxels, and calls it
+stable when it is enhanced (90th percentile of the robust z-map >= ``stable_z``, below the
+detector's seed threshold so a visit where the focus was missed still counts) on at least
+``stable_min_sessions`` visits that span at least ``stable_min_days`` (when visit days
+are known). Stable foci are left out of the subject's lesions and counts; the detector's
+own mask (``desc-detected_mask``) keeps them for review.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .config import TrackingConfig
+from .image import Image
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One session as the test needs it: its lesion labels, enhancement map and transform."""
+
+    labels: Image                # int labels on the session's post-contrast grid
+    enhancement: Image | None    # robust z-map on the same grid (None: not available)
+    to_baseline: object | None   # SimpleITK transform, baseline (fixed) -> session (moving)
+    days: float | None = None    # days since baseline, when known
+
+
+def _to_baseline(visit: Visit, pts: np.ndarray) -> np.ndarray:
+    from .registration import points_to_fixed
+
+    return pts if visit.to_baseline is None else points_to_fixed(visit.to_baseline, pts)
+
+
+def _from_baseline(visit: Visit, pts: np.ndarray) -> np.ndarray:
+    from .registration import transform_points_ras
+
+    return pts if visit.to_baseline is None else transform_points_ras(visit.to_baseline, pts)
+
+
+def _sample(img: Image, pts_ras: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``img`` at world points (0 outside its grid)."""
+    ijk = (pts_ras - img.affine[:3, 3]) @ np.linalg.inv(img.affine[:3, :3]).T
+    return ndi.map_coordinates(np.asarray(img.array, dtype=np.float32), ijk.T, order=1,
+                               mode="constant", cval=0.0)
+
+
+def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
+    """Labels, per visit, of foci that enhance at the same place on many visits.
+
+    Returns one list per visit (in order) of the labels in ``visit.labels`` that are stable
+    (see the module docstring). Nothing is stable when ``cfg.stable_min_sessions`` is 0 or
+    more than the number of visits with an enhancement map.
+    """
+    out: list[list[int]] = [[] for _ in visits]
+    with_map = [v for v in visits if v.enhancement is not None]
+    if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
+        return out
+    for i, v in enumerate(visits):
+        lab = np.asarray(v.labels.array)
+        if not lab.any():
+            continue
+        objs = ndi.find_objects(lab)
+        for k, sl in enumerate(objs, start=1):
+            if sl is None:
+                continue
+            ijk = np.argwhere(lab[sl] == k) + [s.start for s in sl]
+            pts = _to_baseline(v, v.labels.world(ijk))
+            days = []
+            for w in with_map:
+                z = _sample(w.enhancement, _from_baseline(w, pts))
+                if z.size and float(np.percentile(z, 90)) >= cfg.stable_z:
+                    days.append(w.days)
+            if len(days) < cfg.stable_min_sessions:
+                continue
+            known = [d for d in days if d is not None]
+            if len(known) == len(days) and max(known) - min(known) < cfg.stable_min_days:
+                continue
+            out[i].append(k)
+    return out
