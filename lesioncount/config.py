@@ -60,6 +60,13 @@ class BrainConfig:
     # base on thick slices are narrower than 2 x (erode_mm + this), the cerebrum and
     # cerebellum are much thicker. 0 disables.
     neck_open_mm: float = 6.0
+    # With a pre-contrast scan, the brain is where the post and the registered pre masks agree:
+    # whole-head post masks leak into enhancing dura and marrow on thick slices, the pre's
+    # do not (phantom whole heads: post 2.0-2.6 L, intersection 1.9-2.05 L, truth ~1.9 L).
+    intersect_pre: bool = True
+    # ... unless the intersection keeps less than this fraction of the post mask (then the
+    # pre mask failed and the post mask is kept): measured intersections keep >= 0.80.
+    min_pre_agreement: float = 0.7
     # A "brain" filling more than this fraction of the foreground means the input was
     # skull-stripped already (a whole head's brain is ~40-60% of the head).
     skull_stripped_ratio: float = 0.8

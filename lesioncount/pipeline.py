@@ -151,6 +151,7 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
                              f"{pre_reg.quality:.3f}); detected from post alone")
             else:
                 pre_on_post = resample(pre, post, pre_reg.transform)
+                brain = _agree_with_pre(brain, pre_on_post, cfg, timings)
         except InputError as e:
             notes.append(f"pre-contrast scan not used: {e}")
 
@@ -252,6 +253,25 @@ def _pull_back(tracked: np.ndarray, grid: Image, native_mask: np.ndarray, native
         _, idx = ndi.distance_transform_edt(back == 0, sampling=native.spacing, return_indices=True)
         back[holes] = back[tuple(i[holes] for i in idx)]
     return back.astype(np.int32)
+
+
+def _agree_with_pre(brain: np.ndarray, pre_on_post: Image, cfg: PipelineConfig,
+                    timings: dict) -> np.ndarray:
+    """The brain mask where the post and the registered pre-contrast scan agree.
+
+    On whole heads a post-contrast mask can leak into enhancing dura, marrow or the skull
+    base, where the pre-contrast scan (nothing enhances) is cleaner; each leak is in one scan
+    only, so the intersection removes it. Kept as it is when the intersection would remove
+    more than ``cfg.brain.min_pre_agreement`` of it (a failed pre mask must not erase the brain).
+    """
+    from .brain import brain_mask
+
+    if not cfg.brain.intersect_pre:
+        return brain
+    t = time.perf_counter()
+    both = brain & brain_mask(pre_on_post, cfg.brain)
+    timings["brain_mask"] = timings.get("brain_mask", 0.0) + time.perf_counter() - t
+    return both if both.sum() >= cfg.brain.min_pre_agreement * brain.sum() else brain
 
 
 def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: PipelineConfig,
