@@ -121,7 +121,7 @@ def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     return sum(x ** 2 for x in g) <= radius_mm ** 2 + 1e-6
 
 
-def _features(comp, lo, box, z, depth, ref, brain, post, cfg) -> dict:
+def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dict:
     sp = post.spacing
     axes = post.affine[:3, :3] / sp
     volume = float(comp.sum() * post.voxel_volume)
@@ -135,7 +135,12 @@ def _features(comp, lo, box, z, depth, ref, brain, post, cfg) -> dict:
     # shell of surrounding tissue within shell_mm (anisotropy-aware: a dilation by a
     # ball in mm is the set of voxels within shell_mm of the component)
     shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, sp)) & ~comp & brain[box]
+    # enhancement in white-matter units (0.3 = 30 % above the expected intensity): the
+    # median over the component's brightest half, robust to its partial-volume rim
+    rv = np.sort(resid[box][comp]) if resid is not None else np.zeros(1)
+    contrast = float(np.median(rv[len(rv) // 2:]))
     return dict(volume_mm3=volume, elongation=float(s1 / s2), flatness=float(s2 / s3),
+                contrast=contrast, ref_level=float(np.median(ref[box][comp])),
                 thickness=float(inner / r_eq),
                 surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
                 csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
@@ -232,12 +237,12 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                 plab, pn = components(opened, lesion_cfg)
                 parts = [plab == k for k in range(1, pn + 1)]
                 if pn > 1 or opened.sum() < 0.9 * comp.sum():
-                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg)
+                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid)
         for part in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
                 n_small += 1
                 continue
-            f = _features(part, lo, box, z, depth, ref, brain, post, cfg)
+            f = _features(part, lo, box, z, depth, ref, brain, post, cfg, resid)
             # a round piece cut out of a vessel by the opening is still a vessel: when the
             # whole component is vessel-shaped and this piece is a minor part of it
             f["vessel_piece"] = bool(
