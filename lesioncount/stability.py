@@ -8,8 +8,10 @@ as a *new* lesion. A reader recognises it because it is there on every scan.
 
 :func:`stable_foci` does the same: for each detected focus it looks, in baseline space, at
 the enhancement map of every visit of the subject at the focus's voxels, and calls it
-stable when it is enhanced (90th percentile of the robust z-map >= ``stable_z``, below the
-detector's seed threshold so a visit where the focus was missed still counts) on at least
+stable when it is enhanced (median of the robust z-map over the focus >= ``stable_z``, below
+the detector's seed threshold so a visit where the focus was missed still counts; the median,
+so that another lesion overlapping a corner of a large focus, or the noisier residual next to
+cortex, does not make it enhanced) on at least
 ``stable_min_sessions`` visits that span at least ``stable_min_days`` (when visit days
 are known). Stable foci are left out of the subject's lesions and counts; the detector's
 own mask (``desc-detected_mask``) keeps them for review.
@@ -78,7 +80,7 @@ def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> 
             days = []
             for w in with_map:
                 z = _sample(w.enhancement, _from_baseline(w, pts))
-                if z.size and float(np.percentile(z, 90)) >= cfg.stable_z:
+                if z.size and float(np.median(z)) >= cfg.stable_z:
                     days.append(w.days)
             if len(days) < cfg.stable_min_sessions:
                 continue

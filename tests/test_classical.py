@@ -232,3 +232,23 @@ def test_grid_mismatch_is_a_typed_error():
     post, pre, brain = head()
     with pytest.raises(GridError):
         detect(post, pre, brain[:-1])
+
+
+def test_thickness_of_small_lesions_on_thick_slices():
+    """A 4-5 mm nodule on 1x1x3 mm slices covers 1-2 slices: measured in-plane it is thick
+    (in 3D it measured 0.58-0.69 and was rejected as a vessel); an in-plane vessel is not."""
+    from lesioncount.segmentation.classical import _thickness
+
+    sp = np.array([1.0, 1.0, 3.0])
+    ii, jj, kk = np.indices((15, 15, 5))
+    for r in (2.0, 2.5):
+        ball = ((ii - 7) ** 2 + (jj - 7) ** 2 + ((kk - 2) * 3.0) ** 2) <= r ** 2
+        vol = ball.sum() * 3.0
+        assert ball.any() and _thickness(ball, sp, vol) >= 0.7
+    vessel = np.zeros((15, 15, 5), bool)
+    vessel[2:13, 6:8, 2] = True          # 11 mm long, 2 mm wide, one slice
+    vessel[11:13, 8:13, 2] = True        # ... with a bend
+    assert _thickness(vessel, sp, vessel.sum() * 3.0) < 0.7
+    # isotropic grids keep the 3D measure
+    iso = ((ii - 7) ** 2 + (jj - 7) ** 2 + (kk - 2) ** 2) <= 2.0 ** 2
+    assert _thickness(iso, np.ones(3), float(iso.sum())) >= 0.7
