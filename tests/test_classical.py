@@ -235,8 +235,10 @@ def test_grid_mismatch_is_a_typed_error():
 
 
 def test_thickness_of_small_lesions_on_thick_slices():
-    """A 4-5 mm nodule on 1x1x3 mm slices covers 1-2 slices: measured in-plane it is thick
-    (in 3D it measured 0.58-0.69 and was rejected as a vessel); an in-plane vessel is not."""
+    """On 1x1x3 mm slices the ratio is measured in-plane: a 4-5 mm nodule on 1-2 slices stays
+    thick, a bent in-plane vessel stays thin, and isotropic grids keep the 3D measure. (The
+    phantom lesions that the 3D measure rejected, 0.58-0.69, were irregular partial-volume
+    shapes from noisy scans; see ClassicalConfig.min_thickness_ratio.)"""
     from lesioncount.segmentation.classical import _thickness
 
     sp = np.array([1.0, 1.0, 3.0])
