@@ -23,7 +23,7 @@ import numpy as np
 
 from lesioncount.brain import brain_mask
 from lesioncount.config import BrainConfig
-from lesioncount.image import Image, apply_affine
+from lesioncount.image import Image
 from lesioncount.phantom import acquisition as acq
 from lesioncount.phantom import anatomy, study
 
@@ -46,12 +46,7 @@ def main() -> None:
     for seed in range(args.seeds):
         rng = np.random.default_rng(100 + seed)
         an = anatomy.template_anatomy(rng, whole_head=True, step_mm=1)
-        hm = np.argwhere(an.head_mask)
-        lo = apply_affine(an.affine, hm.min(axis=0).astype(float))
-        hi = apply_affine(an.affine, hm.max(axis=0).astype(float))
-        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-        centre = 0.5 * (lo + hi)
-        fov = (hi - lo) + 2 * study.MOTION_MARGIN_MM
+        centre, fov = study.head_frame(an)
         for thick in (True, False):
             m = (acq.random_rigid(rng, study.MAX_MOTION_DEG, study.MAX_MOTION_MM, centre)
                  @ acq.random_affine(rng, centre))

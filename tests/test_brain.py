@@ -224,13 +224,9 @@ def test_phantom_whole_head_as_acquired_thick_slices(seed):
 
     rng = np.random.default_rng(seed)
     an = anatomy.template_anatomy(rng, whole_head=True, step_mm=1)
-    hm = np.argwhere(an.head_mask)
-    lo = apply_affine(an.affine, hm.min(axis=0).astype(float))
-    hi = apply_affine(an.affine, hm.max(axis=0).astype(float))
-    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-    centre = 0.5 * (lo + hi)
+    centre, fov = study.head_frame(an)
     m = acq.random_rigid(rng, 10, 10, centre) @ acq.random_affine(rng, centre)
-    grid = acq.scanner_grid(centre, hi - lo + 28.0, np.array([1.0, 1.0, 3.0]), "LPS")
+    grid = acq.scanner_grid(centre, fov, np.array([1.0, 1.0, 3.0]), "LPS")
     ax = acq.slice_axis(grid)
     post = acq.acquire(Image(an.post, an.affine), m, grid, thick_axis=ax, thickness=3)
     truth = acq.acquire(Image(an.brain.astype(np.float32), an.affine), m, grid,

@@ -311,6 +311,16 @@ class _Placer:
         return None, None, None
 
 
+def head_frame(anat) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (world mm) of an anatomy's head and the field of view (mm) that holds it
+    with room for head motion: the frame every session of a subject is acquired in."""
+    hm = np.argwhere(anat.head_mask)
+    lo_w = apply_affine(anat.affine, hm.min(axis=0).astype(float))
+    hi_w = apply_affine(anat.affine, hm.max(axis=0).astype(float))
+    lo_w, hi_w = np.minimum(lo_w, hi_w), np.maximum(lo_w, hi_w)
+    return 0.5 * (lo_w + hi_w), (hi_w - lo_w) + 2 * MOTION_MARGIN_MM
+
+
 def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_head, thick, group,
                   rate, n_sessions, with_pre, interval, jitter, step) -> dict:
     if background == "mni":
@@ -320,12 +330,7 @@ def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_he
     days = _visit_days(rng, n_sessions, interval)
     lesions, lam = _lesion_timeline(rng, anat, n_sessions, days, rate, jitter, background)
 
-    hm = np.argwhere(anat.head_mask)
-    lo_w = apply_affine(anat.affine, hm.min(axis=0).astype(float))
-    hi_w = apply_affine(anat.affine, hm.max(axis=0).astype(float))
-    lo_w, hi_w = np.minimum(lo_w, hi_w), np.maximum(lo_w, hi_w)
-    center = 0.5 * (lo_w + hi_w)
-    fov = (hi_w - lo_w) + 2 * MOTION_MARGIN_MM
+    center, fov = head_frame(anat)
     spacing = np.array([1.0, 1.0, 3.0 if thick else 1.0]) * step
     acq = "2d3mm" if thick else "3d1mm"
     shape_aff = random_affine(rng, center)          # this subject's head size and shape
