@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("demo", help="make a small phantom study, count it, score it")
     q.add_argument("--out", default="demo-out", help="working folder (default: ./demo-out)")
     q.add_argument("--subjects", type=int, default=3)
-    q.add_argument("--sessions", type=int, default=3)
+    q.add_argument("--sessions", type=int, default=5,
+                   help="monthly visits per subject (default 5: at least 4 let the "
+                        "stable-enhancement rule tell veins from lesions; the trial has 7)")
     q.add_argument("--seed", type=int, default=1)
     pipeline_opts(q)
     q.set_defaults(func=cmd_demo)
