@@ -122,7 +122,8 @@ def test_reject_add_and_status_change_give_the_reviewed_counts(out):
         ("ses-01", "baseline", "auto"), ("ses-02", "persistent", "auto"),
         ("ses-03", "new", "status_rederived"), ("ses-03", "persistent", "status_changed"),
         ("ses-03", "new", "added")]
-    assert list(read_tsv(out / "counts.tsv")[0]) == list(read_tsv(out / "counts_reviewed.tsv")[0])[:11]
+    auto_cols = list(read_tsv(out / "counts.tsv")[0])
+    assert auto_cols == list(read_tsv(out / "counts_reviewed.tsv")[0])[:len(auto_cols)]
     assert _auto_hashes(out) == before  # automatic outputs untouched
 
 
