@@ -186,25 +186,31 @@ def _brain_parts(opened: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.isin(lab, keep)
 
 
-def _brain_on_grid(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
-                   cfg: BrainConfig, neck_cut: bool = False) -> tuple[np.ndarray | None, float]:
-    """Steps 2-5 of the module docstring on one grid; (brain, brain/head ratio)."""
+def _core(s: np.ndarray, head: np.ndarray, sp: np.ndarray,
+          cfg: BrainConfig) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Steps 2-3: (tissue threshold, tissue, the brain's eroded core or None)."""
     t = _tissue_threshold(s[head])
     tissue = head & (s > t)
     core = _erode(tissue, cfg.erode_mm, sp)
-    if not core.any():
-        return None, 1.0
-    core = _largest_component(core)
-    if neck_cut and cfg.neck_open_mm > 0:
-        # Cut narrow bridges (foramen magnum, partial-volume contacts at the skull base on
-        # thick slices) between the brain's core and thick tissue outside it (neck, face
-        # muscles): open the core, keep its largest part, and take back only the core
-        # within the opening radius of it (gyri cut by the opening return, the neck does not).
-        opened = _dilate(_erode(core, cfg.neck_open_mm, sp), cfg.neck_open_mm, sp)
-        if opened.any():
-            keep = _brain_parts(opened, s)
-            core = core & (_dist_outside(keep, sp) <= cfg.neck_open_mm)
-            core = _largest_component(core)
+    return t, tissue, (_largest_component(core) if core.any() else None)
+
+
+def _neck_cut(core: np.ndarray, s: np.ndarray, sp: np.ndarray, cfg: BrainConfig) -> np.ndarray:
+    """Cut narrow bridges (foramen magnum, partial-volume contacts at the skull base on
+    thick slices) between the brain's core and thick tissue outside it (neck, face muscles):
+    open the core, keep its parts that are brain (:func:`_brain_parts`), and take back only
+    the core within the opening radius of them (gyri cut by the opening return, the neck
+    does not)."""
+    opened = _dilate(_erode(core, cfg.neck_open_mm, sp), cfg.neck_open_mm, sp)
+    if not opened.any():
+        return core
+    keep = _brain_parts(opened, s)
+    return _largest_component(core & (_dist_outside(keep, sp) <= cfg.neck_open_mm))
+
+
+def _grow(s: np.ndarray, head: np.ndarray, t: float, tissue: np.ndarray, core: np.ndarray,
+          sp: np.ndarray, cfg: BrainConfig) -> tuple[np.ndarray, float]:
+    """Steps 4-5 from a core: (brain, brain/head ratio before the edge growth)."""
     bright = np.zeros_like(tissue)
     if cfg.bright_factor > 0:
         # Brighter than nearly all of the brain's own core: enhancing dura, sinuses, fat.
@@ -279,18 +285,18 @@ def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     a_w = _block_mean(a, f) if f != (1, 1, 1) else a
     h_w = _block_mean(hb.astype(np.float32), f) > 0.5 if f != (1, 1, 1) else hb
     s_w = _smooth(a_w, cfg.smooth_mm, wsp)
-    brain_w, ratio = _brain_on_grid(s_w, h_w, wsp, cfg)
-    if brain_w is None:
+    t, tissue, core = _core(s_w, h_w, wsp, cfg)
+    if core is None:
         log.warning("no tissue thicker than %.1f mm: returning the head mask", 2 * cfg.erode_mm)
         return head
+    brain_w, ratio = _grow(s_w, h_w, t, tissue, core, wsp, cfg)
     if ratio > cfg.skull_stripped_ratio and _zeroed_background(image.array, head):
         log.debug("brain fills %.0f%% of the foreground: skull-stripped input", 100 * ratio)
         return head
     if cfg.neck_open_mm > 0:
         # a whole head: cut the brain from the neck (decided after the skull-stripped test,
         # which the cut would confuse by removing part of a skull-stripped brain)
-        cut, _ = _brain_on_grid(s_w, h_w, wsp, cfg, neck_cut=True)
-        brain_w = cut if cut is not None else brain_w
+        brain_w, _ = _grow(s_w, h_w, t, tissue, _neck_cut(core, s_w, wsp, cfg), wsp, cfg)
     out = np.zeros(head.shape, dtype=bool)
     out[box] = _upsample_mask(brain_w, f, a.shape) & hb
     return out

@@ -52,8 +52,7 @@ def _from_baseline(visit: Visit, pts: np.ndarray) -> np.ndarray:
 def _sample(img: Image, pts_ras: np.ndarray) -> np.ndarray:
     """Trilinear samples of ``img`` at world points (0 outside its grid)."""
     ijk = (pts_ras - img.affine[:3, 3]) @ np.linalg.inv(img.affine[:3, :3]).T
-    return ndi.map_coordinates(np.asarray(img.array, dtype=np.float32), ijk.T, order=1,
-                               mode="constant", cval=0.0)
+    return ndi.map_coordinates(img.array, ijk.T, order=1, mode="constant", cval=0.0)
 
 
 def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
@@ -64,7 +63,10 @@ def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> 
     more than the number of visits with an enhancement map.
     """
     out: list[list[int]] = [[] for _ in visits]
-    with_map = [v for v in visits if v.enhancement is not None]
+    # float32 once per visit, not once per focus and visit (maps are read as float64)
+    with_map = [Visit(v.labels, v.enhancement.like(np.asarray(v.enhancement.array, np.float32)),
+                      v.to_baseline, v.days)
+                for v in visits if v.enhancement is not None]
     if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
         return out
     for i, v in enumerate(visits):
