@@ -137,9 +137,11 @@ def cmd_train(args) -> int:
     from .training import TrainOptions, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    opts = TrainOptions(seed=args.seed, steps=args.steps, lr=args.lr, threads=args.threads,
-                        val_every=args.val_every)
-    hist = train(args.out, data_dir=args.data, cache_dir=args.cache, init=args.init, options=opts)
+    opts = TrainOptions(seed=args.seed, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
+                        threads=args.threads, workers=args.workers, val_every=args.val_every,
+                        exclude=tuple(args.exclude))
+    hist = train(args.out, data_dir=args.data, cache_dir=args.cache, init=args.init, options=opts,
+                 device=args.device)
     print(f"weights written to {args.out} (best validation F1 {hist['best_val_f1']:.3f} at step "
           f"{hist['best_step']}, {hist['seconds']:.0f} s)")
     return 0
@@ -277,11 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "[brain.nii.gz] (default: the phantom)")
     q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
     q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--steps", type=int, default=500)
-    q.add_argument("--lr", type=float, default=3e-3)
-    q.add_argument("--threads", type=int, default=1)
-    q.add_argument("--val-every", type=int, default=125)
+    from .training import TrainOptions as T  # plain dataclass: no torch import
+
+    q.add_argument("--seed", type=int, default=T.seed)
+    q.add_argument("--steps", type=int, default=T.steps)
+    q.add_argument("--batch", type=int, default=T.batch, help="patches per step")
+    q.add_argument("--patch", type=int, default=T.patch, help="patch edge in 1 mm voxels")
+    q.add_argument("--lr", type=float, default=T.lr)
+    q.add_argument("--threads", type=int, default=T.threads, help="torch CPU threads")
+    q.add_argument("--workers", type=int, default=T.workers,
+                   help="processes drawing patches and generating volumes (same result for any count)")
+    q.add_argument("--val-every", type=int, default=T.val_every)
+    q.add_argument("--exclude", nargs="*", default=[], choices=["patient07", "patient19"],
+                   help="real patients left out of training and validation")
+    q.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
     q.set_defaults(func=cmd_train)
 
     q = sub.add_parser("review", help="open napari on an output folder for central reader review")

@@ -265,8 +265,9 @@ class UNetConfig:
     # Inference grid spacing: the model was trained on 1 mm isotropic patches (3 mm-slice
     # scans are resampled to it, as in training's thick-slice augmentation).
     spacing_mm: float = 1.0
-    # Sliding window edge (voxels, a multiple of 8): 96^3 holds a whole lesion with its
-    # context and keeps a window's activations ~100 MB on CPU.
+    # Sliding window edge (voxels, a multiple of 2^poolings, 16 for the shipped model):
+    # 96^3 holds a whole lesion with its context and keeps a window's activations
+    # ~100 MB on CPU.
     window: int = 96
     # Overlap between windows (voxels): more than the blending falloff so edge voxels, which
     # see less context, are outweighed by a neighbour window's centre.

@@ -141,6 +141,12 @@ def resample(
     of :func:`lesioncount.registration.register`, with the reference as fixed image).
     ``interpolation`` is ``"linear"``, ``"nearest"`` (labels) or ``"bspline"``.
     """
+    is_label = interpolation == "nearest"
+    dtype = np.int32 if is_label else np.float32
+    if (transform is None and image.shape == reference.shape
+            and np.allclose(image.affine, reference.affine, atol=1e-5)):
+        # same grid, no transform: every output voxel centre is an input voxel centre
+        return Image(np.asarray(image.array).astype(dtype), reference.affine)
     import SimpleITK as sitk
 
     interp = {
@@ -148,8 +154,6 @@ def resample(
         "nearest": sitk.sitkNearestNeighbor,
         "bspline": sitk.sitkBSpline,
     }[interpolation]
-    is_label = interpolation == "nearest"
-    dtype = np.int32 if is_label else np.float32
     moving = to_sitk(image, dtype=dtype)
     ref = to_sitk(reference.like(np.zeros(reference.shape, dtype=np.uint8)), dtype=np.uint8)
     tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)

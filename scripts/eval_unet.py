@@ -47,20 +47,29 @@ def summarise(rows: list[dict]) -> dict:
                 fp_per_scan=round(t["fp"] / max(t["scans"], 1), 2))
 
 
-def run_detector(name, post, pre, brain, cfg):
+def run_detector(name, post, pre, brain, cfg, weights: str | None = None):
+    from lesioncount.config import UNetConfig
     from lesioncount.pipeline import detect
 
     t, c = time.perf_counter(), time.process_time()
-    det = detect(post, pre, brain, cfg.replace(detector=name))
+    cfg = cfg.replace(detector="unet" if name.startswith("unet") else name)
+    if weights:
+        cfg = cfg.replace(unet=UNetConfig(weights=weights))
+    det = detect(post, pre, brain, cfg)
     log.info("%s: %.1f s wall, %.1f s CPU", name, time.perf_counter() - t, time.process_time() - c)
     return label_lesions(det.mask, post.affine, cfg.lesion), time.perf_counter() - t
 
 
-def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_lesions: int = 16) -> dict:
+def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_lesions: int = 16,
+                  heldout: dict | None = None) -> dict:
+    """``heldout`` maps a patient to weights trained without it: detector "unet-heldout"."""
     from lesioncount.brain import brain_mask
     from lesioncount.phantom.anatomy import patient_anatomy
     from lesioncount.phantom.lesions import inject_lesions
 
+    heldout = heldout or {}
+    if heldout:
+        detectors = tuple(detectors) + ("unet-heldout",)
     out = {"no_injection": {}, "injected": {d: {"pre": [], "nopre": []} for d in detectors},
            "seconds": {d: [] for d in detectors}}
     for name in ("patient07", "patient19"):
@@ -68,7 +77,7 @@ def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_les
         post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
         brain = brain_mask(post, cfg.brain)
         for d in detectors:
-            lab, sec = run_detector(d, post, pre, brain, cfg)
+            lab, sec = run_detector(d, post, pre, brain, cfg, heldout.get(name) if d == "unet-heldout" else None)
             out["no_injection"].setdefault(d, {})[name] = int(lab.max())
             out["seconds"][d].append(round(sec, 1))
             log.info("%s %s no injection: %d detections (%.0f s)", name, d, lab.max(), sec)
@@ -79,7 +88,8 @@ def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_les
             b2 = brain_mask(p2, cfg.brain)
             for d in detectors:
                 for mode, q in (("pre", q2), ("nopre", None)):
-                    lab, sec = run_detector(d, p2, q, b2, cfg)
+                    lab, sec = run_detector(d, p2, q, b2, cfg,
+                                            heldout.get(name) if d == "unet-heldout" else None)
                     r = score(lab, truth)
                     out["injected"][d][mode].append(r)
                     log.info("%s seed %d %s %s: %s (%.0f s)", name, s, d, mode, r, sec)
@@ -147,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--subjects", help="comma list: only these phantom subjects (run and scored)")
     ap.add_argument("--detectors", default=",".join(DETECTORS), help="comma list of classical, unet")
+    ap.add_argument("--heldout", default="",
+                    help="patient=weights,... : weights trained without that patient (scripts/train_unet_gpu.sh)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(a.work)
@@ -156,7 +168,8 @@ def main(argv=None) -> int:
     tag = "-".join(dets)
     results = {}
     if not a.skip_real:
-        results["real"] = real_patients(cfg, dets)
+        held = dict(kv.split("=", 1) for kv in a.heldout.split(",") if kv)
+        results["real"] = real_patients(cfg, dets, heldout=held)
         (work / f"results-real-{tag}.json").write_text(json.dumps(results["real"], indent=1))
     if a.study:
         subs = a.subjects.split(",") if a.subjects else None

@@ -152,6 +152,25 @@ def test_training_is_deterministic_and_fine_tunes_from_folder(tmp_path):
     assert load_weights(tmp_path / "ft.pt")[0].features == (4, 8)
 
 
+def test_batches_do_not_depend_on_the_number_of_patch_workers(tmp_path):
+    """Patch i of step s has its own generator: forked workers draw the same batches."""
+    from lesioncount.training import TrainOptions, _Batches
+
+    post, pre, brain, lab = _phantom()
+    vols = [("a", make_volume(post, pre, brain, lab)), ("b", make_volume(post, None, brain, lab))]
+    got = []
+    for workers in (0, 2):
+        b = _Batches(vols, TrainOptions(steps=4, batch=3, patch=16, workers=workers))
+        try:
+            got.append([b.get(step) for step in range(1, 5)])
+        finally:
+            b.close()
+    for (x0, y0), (x1, y1) in zip(*got):
+        assert x0.shape == (3, 3, 16, 16, 16)
+        assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
+    assert not np.array_equal(got[0][0][0], got[0][1][0])  # steps differ
+
+
 def test_importing_the_pipeline_does_not_import_torch():
     code = "import sys, lesioncount, lesioncount.pipeline, lesioncount.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

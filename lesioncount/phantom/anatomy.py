@@ -44,6 +44,11 @@ MIMIC_PRE = {VEIN: 0.35, SINUS: 0.3, CHOROID: 0.55, DURA: 0.5}
 
 
 def nilearn_data_dir() -> Path:
+    """Where the MNI152 2009 files are: nilearn's data folder, or ``$LESIONCOUNT_TEMPLATE_DIR``
+    (a copy of those three files, e.g. on a machine without nilearn)."""
+    env = os.environ.get("LESIONCOUNT_TEMPLATE_DIR")
+    if env:
+        return Path(env)
     import nilearn
 
     return Path(os.path.dirname(nilearn.__file__)) / "datasets" / "data"

@@ -81,6 +81,7 @@ def make_volume(post: np.ndarray, pre: np.ndarray | None, brain: np.ndarray, lab
                 hard: np.ndarray | None = None) -> dict:
     """A training volume from raw intensities on one 1 mm grid (normalised here)."""
     brain = np.asarray(brain, bool)
+    label = (np.asarray(label) > 0) & brain  # the model sees nothing outside the brain
     p = normalise(post, brain)
     q = normalise(pre, brain) if pre is not None else None
     bright = brain & (p > np.percentile(p[brain], 99.5)) if brain.any() else np.zeros_like(brain)
@@ -105,7 +106,13 @@ def load_volume(path: Path) -> dict:
 
 
 def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24) -> dict:
-    """MNI-template subject (veins, sinuses, choroid plexus, dura) with injected Gd+ lesions."""
+    """MNI-template subject (veins, sinuses, choroid plexus, dura) with injected Gd+ lesions.
+
+    The brain mask is the one inference will use (:func:`lesioncount.brain.brain_mask` of
+    the post scan), not the phantom's own: on whole heads it may hold a little dura or
+    scalp, which the model must learn to ignore.
+    """
+    from ..brain import brain_mask
     from ..phantom.anatomy import template_anatomy
     from ..phantom.lesions import inject_lesions
 
@@ -114,7 +121,7 @@ def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24) -> dict
     post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
     post2, pre2, labels, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, wm_level=a.wm_level_post)
     hard = (a.mimics > 0) if a.mimics is not None else None
-    return make_volume(post2.array, pre2.array, a.brain, labels > 0, hard)
+    return make_volume(post2.array, pre2.array, brain_mask(post2), labels > 0, hard)
 
 
 def patient_volume(name: str, seed: int, *, n_lesions: int = 16) -> dict:
@@ -219,13 +226,15 @@ def _thick_slices(x: np.ndarray, axis: int, rng: np.random.Generator, factor: in
 
 def sample_patch(vol: dict, rng: np.random.Generator, size: int, *, augment: bool = True,
                  p_lesion: float = 0.5, p_hard: float = 0.3, p_drop_pre: float = 0.4,
-                 max_rot_deg: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+                 max_rot_deg: float = 12.0, pre_jitter: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One augmented patch: input (3, size, size, size) float32 and target (size,)*3 float32.
 
     Centres: a lesion voxel (``p_lesion``), a look-alike (``p_hard``) or any brain voxel,
     jittered so the lesion is not always in the middle. Augmentation: small rotations,
     flips, 3 mm slices along a random axis, global gain, a smooth bias field, gamma,
-    Gaussian noise, and the pre channel dropped at random (then zeros with has-pre = 0).
+    Gaussian noise, the pre channel dropped at random (then zeros with has-pre = 0) or,
+    in half the patches that keep it, shifted by up to ``pre_jitter`` voxels per axis (the
+    pre-to-post registration is not perfect at inference).
     """
     c = _centre(rng, vol, p_lesion, p_hard)
     c = c + rng.integers(-size // 3, size // 3 + 1, 3)
@@ -233,10 +242,14 @@ def sample_patch(vol: dict, rng: np.random.Generator, size: int, *, augment: boo
     rot = augment and rng.uniform() < 0.4
     big = int(np.ceil(size * 1.3)) if rot else size
     lo = c - big // 2
-    post = _crop(vol["post"].astype(np.float32), lo, big)
-    pre = _crop(vol["pre"].astype(np.float32), lo, big) if pre_present else None
-    lab = _crop(vol["label"].astype(np.float32), lo, big)
-    brain = _crop(vol["brain"].astype(np.float32), lo, big)
+    # _crop casts only the crop to float32 (casting whole volumes cost ~20 ms a patch)
+    post = _crop(vol["post"], lo, big)
+    lo_pre = lo
+    if pre_present and augment and pre_jitter and rng.uniform() < 0.5:
+        lo_pre = lo + rng.integers(-pre_jitter, pre_jitter + 1, 3)
+    pre = _crop(vol["pre"], lo_pre, big) if pre_present else None
+    lab = _crop(vol["label"], lo, big)
+    brain = _crop(vol["brain"], lo, big)
     if rot:
         ang = np.deg2rad(rng.uniform(-max_rot_deg, max_rot_deg, 3))
         r = np.eye(3)
