@@ -144,12 +144,28 @@ def _thickness(comp: np.ndarray, sp: np.ndarray, volume: float) -> float:
     return float(inner / r_eq)
 
 
-def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dict:
-    sp = post.spacing
-    axes = post.affine[:3, :3] / sp
+# Features _shape_features measures; None in a candidate rejected by its cheap features.
+SHAPE_FEATURES = ("elongation", "flatness", "ref_level", "thickness", "csf_fraction", "shell_level")
+
+
+def _cheap_features(comp, lo, box, z, depth, post, cfg, resid=None) -> dict:
+    """Volume, surface fraction, contrast, peak z, centroid: enough for "large" and "surface"."""
     volume = float(comp.sum() * post.voxel_volume)
     ijk = np.argwhere(comp) + np.asarray(lo)
-    xyz = ijk @ post.affine[:3, :3].T
+    # enhancement in white-matter units (0.3 = 30 % above the expected intensity): the
+    # median over the component's brightest half, robust to its partial-volume rim
+    rv = np.sort(resid[box][comp]) if resid is not None else np.zeros(1)
+    return dict(volume_mm3=volume, contrast=float(np.median(rv[len(rv) // 2:])),
+                surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
+                max_z=float(z[box][comp].max()),
+                centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
+
+
+def _shape_features(comp, lo, box, ref, brain, post, cfg, volume: float) -> dict:
+    """Elongation, flatness, thickness and the surrounding shell (the costly part)."""
+    sp = post.spacing
+    axes = post.affine[:3, :3] / sp
+    xyz = (np.argwhere(comp) + np.asarray(lo)) @ post.affine[:3, :3].T
     s1, s2, s3 = _shape(xyz, sp, axes)
     # thickness: largest inscribed radius vs the radius of a ball of the same volume
     tight = ndi.find_objects(comp.astype(np.uint8))[0]
@@ -157,25 +173,31 @@ def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dic
     # shell of surrounding tissue within shell_mm (anisotropy-aware: a dilation by a
     # ball in mm is the set of voxels within shell_mm of the component)
     shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, sp)) & ~comp & brain[box]
-    # enhancement in white-matter units (0.3 = 30 % above the expected intensity): the
-    # median over the component's brightest half, robust to its partial-volume rim
-    rv = np.sort(resid[box][comp]) if resid is not None else np.zeros(1)
-    contrast = float(np.median(rv[len(rv) // 2:]))
-    return dict(volume_mm3=volume, elongation=float(s1 / s2), flatness=float(s2 / s3),
-                contrast=contrast, ref_level=float(np.median(ref[box][comp])),
-                thickness=thickness,
-                surface_fraction=float(np.mean(depth[box][comp] < cfg.surface_margin_mm)),
+    return dict(elongation=float(s1 / s2), flatness=float(s2 / s3),
+                ref_level=float(np.median(ref[box][comp])), thickness=thickness,
                 csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
-                shell_level=float(np.median(ref[box][shell])) if shell.any() else 0.0,
-                max_z=float(z[box][comp].max()),
-                centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
+                shell_level=float(np.median(ref[box][shell])) if shell.any() else 0.0)
 
 
-def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
+def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dict:
+    f = _cheap_features(comp, lo, box, z, depth, post, cfg, resid)
+    f.update(_shape_features(comp, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
+    return f
+
+
+def _cheap_reason(f: dict, cfg: ClassicalConfig) -> str | None:
+    """The rejections decided by :func:`_cheap_features` alone (checked first by _reason)."""
     if f["volume_mm3"] > cfg.max_volume_mm3:
         return "large"
     if f["surface_fraction"] > cfg.max_surface_fraction:
         return "surface"
+    return None
+
+
+def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
+    cheap = _cheap_reason(f, cfg)
+    if cheap is not None:
+        return cheap
     if f.get("vessel_piece"):
         return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
@@ -250,7 +272,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
         # rings become one lesion with their full volume
         comp = _fill_holes(comp) & brain[box] | comp
         parts = [comp]
-        parent = None
+        cut = False
         if opener is not None:
             # an opening cuts thin vessels off a nodule (and from each other): each
             # remaining thick part is judged on its own, the thin rest is dropped
@@ -258,20 +280,28 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             if opened.any():
                 plab, pn = components(opened, lesion_cfg)
                 parts = [plab == k for k in range(1, pn + 1)]
-                if pn > 1 or opened.sum() < 0.9 * comp.sum():
-                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid)
+                cut = pn > 1 or opened.sum() < 0.9 * comp.sum()
+        parent = None
         for part in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
                 n_small += 1
                 continue
-            f = _features(part, lo, box, z, depth, ref, brain, post, cfg, resid)
-            # a round piece cut out of a vessel by the opening is still a vessel: when the
-            # whole component is vessel-shaped and this piece is a minor part of it
-            f["vessel_piece"] = bool(
-                parent is not None
-                and (parent["elongation"] > cfg.max_elongation
-                     or parent["thickness"] < cfg.min_thickness_ratio)
-                and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"])
+            f = _cheap_features(part, lo, box, z, depth, post, cfg, resid)
+            if _cheap_reason(f, cfg) is not None:
+                # rejected whatever its shape: the costly features are not measured (~2/3
+                # of the candidates of a 1 mm scan touch the brain surface)
+                f.update(dict.fromkeys(SHAPE_FEATURES), vessel_piece=False)
+            else:
+                f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
+                if cut and parent is None:
+                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid)
+                # a round piece cut out of a vessel by the opening is still a vessel: when the
+                # whole component is vessel-shaped and this piece is a minor part of it
+                f["vessel_piece"] = bool(
+                    parent is not None
+                    and (parent["elongation"] > cfg.max_elongation
+                         or parent["thickness"] < cfg.min_thickness_ratio)
+                    and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"])
             feats.append(f)
             out[box][part] = len(feats)
     info = dict(info)
