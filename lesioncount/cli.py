@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def pipeline_opts(q):
-        q.add_argument("--detector", choices=["classical", "unet"], help="default: classical")
+        q.add_argument("--detector", choices=["classical", "unet", "both"],
+                       help="default: classical; both = classical lesions the U-Net agrees with")
         q.add_argument("--no-pre", action="store_true",
                        help="ignore pre-contrast scans (detect from post-contrast alone)")
         q.add_argument("--convention", choices=["previous", "any_earlier"],

@@ -305,9 +305,15 @@ class ReviewConfig:
     max_baseline_gd: int = 2
 
 
+# "both": classical lesions the U-Net's mask overlaps (lesioncount.segmentation.agreement).
+DETECTORS = ("classical", "unet", "both")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    detector: str = "classical"  # "classical" or "unet"
+    # classical by default: the best lesion-wise F1 on held-out phantom studies (models/README.md);
+    # "both" has the fewest false positives on the real patients, at a cost in sensitivity.
+    detector: str = "classical"
     use_pre: bool = True  # use the pre-contrast T1 when a session has one
     lesion: LesionConfig = field(default_factory=LesionConfig)
     brain: BrainConfig = field(default_factory=BrainConfig)
@@ -319,8 +325,8 @@ class PipelineConfig:
     max_baseline_gd: int = 2
 
     def __post_init__(self):
-        if self.detector not in ("classical", "unet"):
-            raise ConfigError(f"detector must be 'classical' or 'unet', got {self.detector!r}")
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
         if self.tracking.convention not in ("previous", "any_earlier"):
             raise ConfigError(f"tracking.convention must be 'previous' or 'any_earlier', "
                               f"got {self.tracking.convention!r}")

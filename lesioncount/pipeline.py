@@ -58,6 +58,10 @@ def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tup
         hashes["pre"] = _sha256(session.pre)
     if session.session != baseline.session:
         hashes["baseline_post"] = _sha256(baseline.post)
+    if cfg.detector in ("unet", "both"):
+        # retrained weights at the same path must not reuse the old weights' results
+        from .segmentation.unet import weights_path
+        hashes["unet_weights"] = _sha256(weights_path(cfg.unet))
     blob = json.dumps({"version": __version__, "config": cfg.to_dict(), "inputs": hashes},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), hashes
@@ -93,7 +97,10 @@ def _overlap_fraction(a: Image, b: Image) -> float:
 
 
 def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig):
-    """Run the configured detector (classical or U-Net) on one session."""
+    """Run the configured detector (classical, U-Net, or both in agreement) on one session."""
+    if cfg.detector == "both":
+        from .segmentation.agreement import detect as both_detect
+        return both_detect(post, pre, brain, cfg)
     if cfg.detector == "unet":
         from .segmentation.unet import detect as unet_detect
         return unet_detect(post, pre, brain, cfg)

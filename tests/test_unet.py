@@ -200,3 +200,20 @@ def test_shipped_weights_load_offline(monkeypatch):
     assert det.mask.shape == post.shape
     # a bright 6 mm cube in flat tissue is found
     assert det.mask[lab].mean() > 0.5
+
+
+def test_session_key_changes_with_the_unet_weights(tmp_path):
+    from lesioncount.dataset import Session
+    from lesioncount.pipeline import session_key
+
+    post = tmp_path / "post.nii.gz"
+    post.write_bytes(b"not read beyond hashing")
+    s = Session(subject="sub-01", session="ses-01", post=post)
+    keys = []
+    for seed in (0, 1):
+        w = tmp_path / f"w{seed}"
+        w.mkdir()
+        p = _tiny_weights(w, seed)
+        keys.append(session_key(s, s, PipelineConfig(detector="unet", unet=UNetConfig(weights=str(p))))[0])
+    assert keys[0] != keys[1]
+    assert session_key(s, s, PipelineConfig())[0] == session_key(s, s, PipelineConfig())[0]
