@@ -45,6 +45,7 @@ from scipy import ndimage as ndi
 from .config import BrainConfig
 from .errors import InputError
 from .image import Image, voxel_sizes
+from .morphology import fill_holes
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,6 @@ def _close(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
     return m[tuple(slice(p, -p) for p in pad)] | mask
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """3D hole filling, then 2D filling along each axis (closes ventricles open at one end)."""
-    m = ndi.binary_fill_holes(mask)
-    for ax in range(3):
-        m = m | np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(m, ax, 0)], axis=ax)
-    return m
-
-
 def _smooth(a: np.ndarray, sigma_mm: float, spacing) -> np.ndarray:
     if sigma_mm <= 0:
         return a
@@ -117,7 +110,7 @@ def head_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     fg = a > cfg.background_fraction * hi
     if not fg.any():
         raise InputError(None, "image has no foreground")
-    return _fill_holes(_largest_component(fg))
+    return fill_holes(_largest_component(fg))
 
 
 def _tissue_threshold(values: np.ndarray) -> float:
@@ -222,7 +215,7 @@ def _grow(s: np.ndarray, head: np.ndarray, t: float, tissue: np.ndarray, core: n
         core = core & ~bright
     brain = tissue & (_dist_outside(core, sp) <= cfg.erode_mm + 0.5 * sp.min())
     brain = _largest_component(brain)
-    brain = _fill_holes(_close(brain, cfg.close_mm, sp))
+    brain = fill_holes(_close(brain, cfg.close_mm, sp))
     ratio = float(brain.sum() / max(1, head.sum()))
     if cfg.edge_mm > 0:
         # grow into the partial-volume edge, not into bone/air (darker than half of CSF)

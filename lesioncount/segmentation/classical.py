@@ -30,6 +30,7 @@ from ..config import ClassicalConfig, LesionConfig
 from ..errors import GridError, InputError
 from ..image import Image
 from ..lesions import components, label_lesions
+from ..morphology import fill_holes
 from . import Detection
 from .normalise import enhancement_from_pre, enhancement_from_wm, wm_normalise
 
@@ -84,21 +85,6 @@ def _enhancement(post, pre, brain, cfg):
     np.clip(z, -cfg.z_clip, cfg.z_clip, out=z)
     resid = np.nan_to_num(resid, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     return z.astype(np.float32), resid, info
-
-
-def _fill_holes(comp: np.ndarray) -> np.ndarray:
-    """3D hole filling, then 2D per slice along each axis (open rings, C-shapes)."""
-    out = ndi.binary_fill_holes(comp)
-    for ax in range(3):
-        # one call per axis: a structure without neighbours along ``ax`` fills each slice
-        # on its own (the background only connects within a slice)
-        plane = ndi.generate_binary_structure(3, 1)
-        idx = [slice(None)] * 3
-        for off in (0, 2):
-            idx[ax] = off
-            plane[tuple(idx)] = False
-        out = ndi.binary_fill_holes(out, structure=plane)
-    return out
 
 
 def _shape(coords_mm: np.ndarray, spacing: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -270,7 +256,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                 keep = np.unique(gl[seed])
                 comp = np.isin(gl, keep[keep > 0])
         # rings become one lesion with their full volume
-        comp = _fill_holes(comp) & brain[box] | comp
+        comp = fill_holes(comp) & brain[box] | comp
         parts = [comp]
         cut = False
         if opener is not None:
