@@ -254,3 +254,22 @@ def test_thickness_of_small_lesions_on_thick_slices():
     # isotropic grids keep the 3D measure
     iso = ((ii - 7) ** 2 + (jj - 7) ** 2 + (kk - 2) ** 2) <= 2.0 ** 2
     assert _thickness(iso, np.ones(3), float(iso.sum())) >= 0.7
+
+
+def test_shape_is_skipped_only_where_it_cannot_change_the_decision():
+    """Candidates rejected on volume or surface carry no shape features; their reason is
+    the one the full features would give."""
+    from lesioncount.segmentation.classical import SHAPE_FEATURES, _reason
+
+    post, pre, brain = head(lesions=[("sheet", (0, 0, 0), 1.5, 1.8), BALL])
+    det = detect(post, pre, brain)
+    cands = det.info["candidates"]
+    skipped = [c for c in cands if c["elongation"] is None]
+    measured = [c for c in cands if c["elongation"] is not None]
+    assert skipped and measured                      # the sheet at the surface, the ball
+    for c in skipped:
+        assert c["reason"] in ("surface", "large")
+        assert all(c[k] is None for k in SHAPE_FEATURES)
+        full = dict(c, **{k: 1.0 for k in SHAPE_FEATURES})   # any shape: same reason
+        assert _reason(full, ClassicalConfig()) == c["reason"]
+    assert any(c["reason"] is None for c in measured)

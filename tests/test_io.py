@@ -157,3 +157,17 @@ def test_sitk_conversion_keeps_world_positions():
     ijk = np.argwhere(r.array > 0)
     assert len(ijk) >= 1
     np.testing.assert_allclose(other.world(ijk[0]), world_ras, atol=1.6)
+
+
+def test_resample_onto_the_same_grid_is_the_identity():
+    from lesioncount.image import Image, resample
+
+    rng = np.random.default_rng(0)
+    aff = np.diag([0.9, 1.1, 3.0, 1.0])
+    aff[:3, 3] = [10, -5, 2]
+    img = Image(rng.random((6, 7, 5)).astype(np.float64), aff)
+    out = resample(img, img)
+    assert out.array.dtype == np.float32 and np.array_equal(out.array, img.array.astype(np.float32))
+    lab = Image((img.array > 0.5).astype(np.uint8), aff)
+    out = resample(lab, img, interpolation="nearest")
+    assert out.array.dtype == np.int32 and np.array_equal(out.array, lab.array)
