@@ -175,6 +175,11 @@ class ClassicalConfig:
     # volume, the part is a piece of the vessel (seen on patient19: veins cut into round
     # beads that passed every shape test); a lesion touching a thin vessel is most of it.
     min_part_fraction: float = 0.5
+    # ... unless the part is at least this big (mm^3; a 7 mm ball): no cortical vein is that
+    # thick (sinuses and choroid plexus have their own rules), but a lesion touching a vein
+    # can be a minor part of a long vessel-shaped component. Tuning seed 11: the largest
+    # vessel piece that passed every other rule was 105 mm^3 (0 of 1,718 pieces above 200).
+    vessel_piece_max_mm3: float = 200.0
     # Components more elongated than this (ratio of the largest to the middle principal
     # axis) are vessels; injected nodular and ring lesions measured 1.0-1.8 (max 1.76).
     max_elongation: float = 2.5

@@ -287,7 +287,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                     parent is not None
                     and (parent["elongation"] > cfg.max_elongation
                          or parent["thickness"] < cfg.min_thickness_ratio)
-                    and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"])
+                    and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"]
+                    and f["volume_mm3"] < cfg.vessel_piece_max_mm3)
             feats.append(f)
             out[box][part] = len(feats)
     info = dict(info)
