@@ -273,3 +273,18 @@ def test_shape_is_skipped_only_where_it_cannot_change_the_decision():
         full = dict(c, **{k: 1.0 for k in SHAPE_FEATURES})   # any shape: same reason
         assert _reason(full, ClassicalConfig()) == c["reason"]
     assert any(c["reason"] is None for c in measured)
+
+
+def test_vessel_piece_rule():
+    """A minor part of a vessel-shaped component is a vessel piece unless it is lesion-sized."""
+    from lesioncount.segmentation.classical import _is_vessel_piece
+
+    cfg = ClassicalConfig()
+    vessel = {"elongation": cfg.max_elongation + 1, "thickness": 0.9, "volume_mm3": 1000.0}
+    round_ = {"elongation": 1.2, "thickness": 0.9, "volume_mm3": 1000.0}
+    assert _is_vessel_piece({"volume_mm3": 60.0}, vessel, cfg)
+    assert not _is_vessel_piece({"volume_mm3": 60.0}, round_, cfg)           # parent not a vessel
+    assert not _is_vessel_piece({"volume_mm3": 60.0}, None, cfg)             # opening cut nothing
+    assert not _is_vessel_piece({"volume_mm3": 600.0}, vessel, cfg)          # most of the parent
+    big = cfg.vessel_piece_max_mm3 + 10
+    assert not _is_vessel_piece({"volume_mm3": big}, dict(vessel, volume_mm3=10 * big), cfg)

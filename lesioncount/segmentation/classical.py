@@ -171,6 +171,18 @@ def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dic
     return f
 
 
+def _is_vessel_piece(part: dict, parent: dict | None, cfg: ClassicalConfig) -> bool:
+    """A round piece cut out of a vessel by the opening is still a vessel: when the whole
+    component (``parent``; None when the opening cut nothing) is vessel-shaped and this
+    piece is a minor part of it, smaller than any lesion-sized blob a vein cannot be."""
+    return bool(
+        parent is not None
+        and (parent["elongation"] > cfg.max_elongation
+             or parent["thickness"] < cfg.min_thickness_ratio)
+        and part["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"]
+        and part["volume_mm3"] < cfg.vessel_piece_max_mm3)
+
+
 def _cheap_reason(f: dict, cfg: ClassicalConfig) -> str | None:
     """The rejections decided by :func:`_cheap_features` alone (checked first by _reason)."""
     if f["volume_mm3"] > cfg.max_volume_mm3:
@@ -281,14 +293,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                 f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
                 if cut and parent is None:
                     parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid)
-                # a round piece cut out of a vessel by the opening is still a vessel: when the
-                # whole component is vessel-shaped and this piece is a minor part of it
-                f["vessel_piece"] = bool(
-                    parent is not None
-                    and (parent["elongation"] > cfg.max_elongation
-                         or parent["thickness"] < cfg.min_thickness_ratio)
-                    and f["volume_mm3"] < cfg.min_part_fraction * parent["volume_mm3"]
-                    and f["volume_mm3"] < cfg.vessel_piece_max_mm3)
+                f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
             feats.append(f)
             out[box][part] = len(feats)
     info = dict(info)
