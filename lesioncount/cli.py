@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .config import DETECTORS
 
 log = logging.getLogger("lesioncount")
 
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def pipeline_opts(q):
-        q.add_argument("--detector", choices=["classical", "unet", "both"],
+        q.add_argument("--detector", choices=DETECTORS,
                        help="default: classical; both = classical lesions the U-Net agrees with")
         q.add_argument("--no-pre", action="store_true",
                        help="ignore pre-contrast scans (detect from post-contrast alone)")
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "[brain.nii.gz] (default: the phantom)")
     q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
     q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
-    from .training import TrainOptions as T  # plain dataclass: no torch import
+    from .training import PATIENTS, TrainOptions as T  # plain dataclass: no torch import
 
     q.add_argument("--seed", type=int, default=T.seed)
     q.add_argument("--steps", type=int, default=T.steps)
@@ -291,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=T.workers,
                    help="processes drawing patches and generating volumes (same result for any count)")
     q.add_argument("--val-every", type=int, default=T.val_every)
-    q.add_argument("--exclude", nargs="*", default=[], choices=["patient07", "patient19"],
+    q.add_argument("--exclude", nargs="*", default=[], choices=PATIENTS,
                    help="real patients left out of training and validation")
     q.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
     q.set_defaults(func=cmd_train)

@@ -147,28 +147,26 @@ def _cheap_features(comp, lo, box, z, depth, post, cfg, resid=None) -> dict:
                 centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
 
 
-def _shape_features(comp, lo, box, ref, brain, post, cfg, volume: float) -> dict:
-    """Elongation, flatness, thickness and the surrounding shell (the costly part)."""
+def _geometry(comp, lo, post, volume: float) -> dict:
+    """Elongation, flatness and thickness of a component (all the vessel-piece test needs)."""
     sp = post.spacing
     axes = post.affine[:3, :3] / sp
     xyz = (np.argwhere(comp) + np.asarray(lo)) @ post.affine[:3, :3].T
     s1, s2, s3 = _shape(xyz, sp, axes)
     # thickness: largest inscribed radius vs the radius of a ball of the same volume
     tight = ndi.find_objects(comp.astype(np.uint8))[0]
-    thickness = _thickness(comp[tight], sp, volume)
+    return dict(elongation=float(s1 / s2), flatness=float(s2 / s3),
+                thickness=_thickness(comp[tight], sp, volume))
+
+
+def _shape_features(comp, lo, box, ref, brain, post, cfg, volume: float) -> dict:
+    """Geometry, and the surrounding shell (the costly part)."""
     # shell of surrounding tissue within shell_mm (anisotropy-aware: a dilation by a
     # ball in mm is the set of voxels within shell_mm of the component)
-    shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, sp)) & ~comp & brain[box]
-    return dict(elongation=float(s1 / s2), flatness=float(s2 / s3),
-                ref_level=float(np.median(ref[box][comp])), thickness=thickness,
+    shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, post.spacing)) & ~comp & brain[box]
+    return dict(_geometry(comp, lo, post, volume), ref_level=float(np.median(ref[box][comp])),
                 csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
                 shell_level=float(np.median(ref[box][shell])) if shell.any() else 0.0)
-
-
-def _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid=None) -> dict:
-    f = _cheap_features(comp, lo, box, z, depth, post, cfg, resid)
-    f.update(_shape_features(comp, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
-    return f
 
 
 def _is_vessel_piece(part: dict, parent: dict | None, cfg: ClassicalConfig) -> bool:
@@ -292,7 +290,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             else:
                 f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
                 if cut and parent is None:
-                    parent = _features(comp, lo, box, z, depth, ref, brain, post, cfg, resid)
+                    v = float(comp.sum() * vox)
+                    parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
                 f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
             feats.append(f)
             out[box][part] = len(feats)
