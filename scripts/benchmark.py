@@ -62,8 +62,8 @@ def study_part(args, out: Path) -> dict:
     if not (study / "dataset_description.json").exists():
         t0 = time.perf_counter()
         make_study(study, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
-                   backgrounds=("mni", "patients"), whole_head_fraction=0.5,
-                   thick_slice_fraction=0.5, with_pre=True)
+                   backgrounds=("mni", "patients"), whole_head_fraction=args.whole_head_fraction,
+                   thick_slice_fraction=args.thick_fraction, with_pre=True)
         print(f"phantom study made in {time.perf_counter() - t0:.0f} s", flush=True)
     res = {}
     for name, extra in (("with_pre", []), ("post_only", ["--no-pre"])):
@@ -78,6 +78,26 @@ def study_part(args, out: Path) -> dict:
         res[name] = {"exit_code": rc, "wall_seconds": secs, "peak_rss_gb": peak,
                      "session_seconds": session_seconds(dest), "evaluation": ev}
     return res
+
+
+# Bands of the injected lesions' contrast (enhancement above white matter) and diameter:
+# where the detector's sensitivity is lost, not only how much.
+BANDS = {"contrast < 0.35": lambda r: r["contrast"] < 0.35,
+         "contrast 0.35-0.6": lambda r: 0.35 <= r["contrast"] < 0.6,
+         "contrast >= 0.6": lambda r: r["contrast"] >= 0.6,
+         "diameter < 5 mm": lambda r: r["diameter_mm"] < 5,
+         "diameter >= 5 mm": lambda r: r["diameter_mm"] >= 5,
+         "nodular": lambda r: r["kind"] == "nodular",
+         "ring": lambda r: r["kind"] == "ring"}
+
+
+def injection_bands(injected: list[dict]) -> dict[str, tuple[int, int]]:
+    """(found, injected) per band of contrast, diameter and kind."""
+    out = {}
+    for band, test in BANDS.items():
+        sel = [r for r in injected if test(r)]
+        out[band] = (sum(r["found"] for r in sel), len(sel))
+    return out
 
 
 def real_part(args, out: Path) -> dict:
@@ -126,14 +146,18 @@ def real_part(args, out: Path) -> dict:
         # white matter from the pre-contrast T1 (real lesions excluded): where lesions go
         wm = white_matter_mask(pre.array, brain, post.spacing, exclude=avoid)
         found = total = fps = 0
+        injected = []
         for rep in range(args.injections):
             rng = np.random.default_rng(1000 + rep)
-            post2, pre2, truth, _ = inject_lesions(post, pre, wm, 8, rng, avoid=avoid)
+            post2, pre2, truth, records = inject_lesions(post, pre, wm, 8, rng, avoid=avoid)
             d2 = detect(post2, pre2, brain, cfg)
             lab2 = label_lesions(d2.mask, post.affine, cfg.lesion)
-            for t in range(1, int(truth.max()) + 1):
+            for rec in records:
+                hit = bool((lab2[truth == rec["lesion"]] > 0).any())
                 total += 1
-                found += bool((lab2[truth == t] > 0).any())
+                found += hit
+                injected.append({**{k: rec[k] for k in ("kind", "diameter_mm", "contrast")},
+                                 "found": hit})
             fps += sum(1 for d in range(1, int(lab2.max()) + 1) if not (truth[lab2 == d] > 0).any())
         res[name] = {"detections_with_pre": len(stats), "detections_post_only": n_post_only,
                      "detection_seconds": secs,
@@ -141,11 +165,14 @@ def real_part(args, out: Path) -> dict:
                                      "max_z": s.max_enhancement} for s in stats],
                      "injected": total, "injected_found": found,
                      "injection_sensitivity": found / total if total else None,
+                     "injection_by_band": injection_bands(injected),
                      "injection_false_positives_per_scan": fps / max(args.injections, 1)}
         print(f"\n== {name}: {len(stats)} detections with pre, {n_post_only} post-only "
               f"({secs:.1f} s); injected {found}/{total} found "
               f"(sensitivity {found / max(total, 1):.3f}), "
               f"{fps / max(args.injections, 1):.2f} FP per injected scan", flush=True)
+        for band, (k, n) in res[name]["injection_by_band"].items():
+            print(f"   {band:24s} {k}/{n}", flush=True)
     return res
 
 
@@ -155,7 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--sessions", type=int, default=7)
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--workers", type=int, default=0, help="Dask workers (0: serial)")
+    ap.add_argument("--thick-fraction", type=float, default=0.5,
+                    help="fraction of subjects acquired with 1x1x3 mm slices")
+    ap.add_argument("--whole-head-fraction", type=float, default=0.5,
+                    help="fraction of template subjects acquired as whole heads")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="Dask workers (0: the CLI's default, one per core)")
     ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
     ap.add_argument("--skip-study", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
