@@ -400,6 +400,12 @@ def format_table(result: dict) -> str:
     lines.append(f"Cumulative new per subject ({sub['complete']} complete of {sub['subjects']}): "
                  f"mean abs error {_fmt(sub['cumulative_mean_abs_error'])}, "
                  f"exact {_fmt(sub['cumulative_fraction_exact'], True)}")
+    # counted / true per subject: whether the misses sit with the subjects of high lesion load
+    pairs = [f"{r['subject']} {r['cumulative_new_gd']}/{r['true_cumulative_new']}"
+             + ("" if r["cumulative_new_gd"] == r["true_cumulative_new"] else " *")
+             for r in sub["per_subject"] if r["complete"] and r["cumulative_new_gd"] is not None]
+    if pairs:
+        lines.append("  counted/true (* = not exact): " + ", ".join(pairs))
     lines.append(f"Eligibility agreement:   {_fmt(sub['eligibility_agreement'], True)} "
                  f"({sub['eligibility_evaluated']} subjects)")
     lines.append(f"Status of matched lesions: accuracy {_fmt(st['accuracy'], True)} of {st['matched']}"

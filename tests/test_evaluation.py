@@ -94,6 +94,7 @@ def test_perfect_result(dirs):
     assert ev["subjects"]["eligibility_agreement"] == 1.0
     assert ev["status"]["accuracy"] == 1.0 and ev["status"]["matched"] == 3
     assert ev["sessions"]["failed"] == 0
+    assert "counted/true (* = not exact): sub-01 1/1\n" in format_table(ev)
 
 
 def test_one_miss_one_false_positive(dirs):
@@ -126,6 +127,7 @@ def test_one_miss_one_false_positive(dirs):
     assert ev["sensitivity_by"]["status"]["new"] == {"detected": 0, "total": 1, "sensitivity": 0.0}
     txt = format_table(ev)
     assert "66.7%" in txt and "vein 1" in txt
+    assert "counted/true (* = not exact): sub-01 2/1 *" in txt
 
 
 def test_failed_session_is_counted_not_fatal(dirs, tmp_path):
