@@ -5,6 +5,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
+def slice_structure(axis: int) -> np.ndarray:
+    """6-connectivity without neighbours along ``axis``: connects voxels within a slice only."""
+    s = ndi.generate_binary_structure(3, 1)
+    np.moveaxis(s, axis, 0)[[0, 2]] = False
+    return s
+
+
 def _fill_enclosed(mask: np.ndarray, structure: np.ndarray, faces: tuple[int, ...]) -> np.ndarray:
     """``mask`` plus the background components (connected by ``structure``) that touch
     none of the grid's faces along ``faces``: what ``ndi.binary_fill_holes`` returns, from
@@ -32,10 +39,5 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     out = _fill_enclosed(mask, ndi.generate_binary_structure(3, 1), (0, 1, 2))
     for ax in range(3):
-        plane = ndi.generate_binary_structure(3, 1)
-        idx = [slice(None)] * 3
-        for off in (0, 2):
-            idx[ax] = off
-            plane[tuple(idx)] = False
-        out = _fill_enclosed(out, plane, tuple(a for a in range(3) if a != ax))
+        out = _fill_enclosed(out, slice_structure(ax), tuple(a for a in range(3) if a != ax))
     return out

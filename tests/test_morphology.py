@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from lesioncount.morphology import fill_holes
+from lesioncount.morphology import fill_holes, slice_structure
 
 
 def _per_slice(mask):
@@ -33,12 +33,7 @@ def _scipy_passes(mask):
     """The same passes with scipy's iterated dilation (the former implementation)."""
     out = ndi.binary_fill_holes(mask)
     for ax in range(3):
-        plane = ndi.generate_binary_structure(3, 1)
-        idx = [slice(None)] * 3
-        for off in (0, 2):
-            idx[ax] = off
-            plane[tuple(idx)] = False
-        out = ndi.binary_fill_holes(out, structure=plane)
+        out = ndi.binary_fill_holes(out, structure=slice_structure(ax))
     return out
 
 
