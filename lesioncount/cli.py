@@ -47,6 +47,8 @@ def _config(args) -> "PipelineConfig":  # noqa: F821
         changes["detector"] = args.detector
     if getattr(args, "no_pre", False):
         changes["use_pre"] = False
+    if getattr(args, "no_flair", False):
+        changes["use_flair"] = False
     if getattr(args, "convention", None):
         import dataclasses
         changes["tracking"] = dataclasses.replace(cfg.tracking, convention=args.convention)
@@ -116,7 +118,7 @@ def cmd_phantom(args) -> int:
     path = make_study(args.out, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
                       backgrounds=backgrounds, whole_head_fraction=args.whole_head,
                       thick_slice_fraction=args.thick_slices, with_pre=not args.no_pre,
-                      overwrite=args.force)
+                      with_flair=not args.no_flair, overwrite=args.force)
     print(f"phantom study written to {path}; truth in {Path(path) / 'derivatives' / 'truth'}")
     return 0
 
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: classical; both = classical lesions the U-Net agrees with")
         q.add_argument("--no-pre", action="store_true",
                        help="ignore pre-contrast scans (detect from post-contrast alone)")
+        q.add_argument("--no-flair", action="store_true",
+                       help="ignore FLAIR scans (the classical detector then uses T1 alone)")
         q.add_argument("--convention", choices=["previous", "any_earlier"],
                        help="what 'new' means (default: overlaps no lesion of the previous visit)")
         q.add_argument("--config", help="JSON file of PipelineConfig fields")
@@ -266,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--thick-slices", type=float, default=0.5,
                    help="fraction of subjects scanned with 3 mm slices")
     q.add_argument("--no-pre", action="store_true", help="no pre-contrast scans")
+    q.add_argument("--no-flair", action="store_true", help="no FLAIR scans")
     q.add_argument("--force", action="store_true", help="replace OUT if it already holds files")
     q.set_defaults(func=cmd_phantom)
 

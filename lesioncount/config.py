@@ -220,6 +220,20 @@ class ClassicalConfig:
     probability_scale_z: float = 1.0
     # Voxels of rejected candidates keep at most this probability (readers still see them).
     rejected_probability_cap: float = 0.2
+    # --- FLAIR, when the session has one (registered onto the post-contrast grid) ---
+    # An active MS lesion is FLAIR-hyperintense (oedema); veins, sinuses, dura and choroid
+    # plexus are not. A candidate is kept only when the median of its FLAIR, relative to
+    # the local normal-appearing white matter, reaches this. Shared patients: consensus
+    # (all) lesions 1.17-1.66 (10th-90th percentile of voxels), median 1.38; grey matter
+    # median 1.0-1.1; the two candidates that passed every T1 rule on patient07 1.04 and 1.06.
+    flair_min_ratio: float = 1.12
+    # Where FLAIR confirms (ratio >= flair_min_ratio), a lower seed threshold: faint
+    # enhancement inside a FLAIR lesion is the pattern a reader looks for, while noise and
+    # vessel fragments at that level have no FLAIR correlate.
+    flair_seed_z: float = 3.5
+    # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
+    # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
+    flair_nawm_band: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -320,6 +334,7 @@ class PipelineConfig:
     # "both" has the fewest false positives on the real patients, at a cost in sensitivity.
     detector: str = "classical"
     use_pre: bool = True  # use the pre-contrast T1 when a session has one
+    use_flair: bool = True  # use the FLAIR when a session has one (classical detector)
     lesion: LesionConfig = field(default_factory=LesionConfig)
     brain: BrainConfig = field(default_factory=BrainConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)

@@ -64,6 +64,11 @@ class SessionPaths:
         return self._f("from-T1w_to-ceT1w_mode-image_xfm.tfm")
 
     @property
+    def flair_to_post(self) -> Path:
+        """ITK transform mapping post-contrast points to FLAIR points (resamples FLAIR onto post)."""
+        return self._f("from-FLAIR_to-ceT1w_mode-image_xfm.tfm")
+
+    @property
     def to_baseline(self) -> Path:
         """ITK transform mapping baseline points to this session's points (resamples it onto baseline)."""
         return self._f("from-ceT1w_to-baseline_mode-image_xfm.tfm")

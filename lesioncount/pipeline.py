@@ -56,6 +56,8 @@ def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tup
     hashes = {"post": _sha256(session.post)}
     if session.pre is not None and session.pre.exists():
         hashes["pre"] = _sha256(session.pre)
+    if session.flair is not None and session.flair.exists():
+        hashes["flair"] = _sha256(session.flair)
     if session.session != baseline.session:
         hashes["baseline_post"] = _sha256(baseline.post)
     if cfg.detector in ("unet", "both"):
@@ -96,16 +98,21 @@ def _overlap_fraction(a: Image, b: Image) -> float:
     return float(np.prod(inter) / vol_b)
 
 
-def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig):
-    """Run the configured detector (classical, U-Net, or both in agreement) on one session."""
+def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig,
+           flair: Image | None = None):
+    """Run the configured detector (classical, U-Net, or both in agreement) on one session.
+
+    ``flair`` (registered onto ``post``'s grid) is used by the classical detector; the
+    U-Net was trained on T1 alone and ignores it.
+    """
     if cfg.detector == "both":
         from .segmentation.agreement import detect as both_detect
-        return both_detect(post, pre, brain, cfg)
+        return both_detect(post, pre, brain, cfg, flair=flair)
     if cfg.detector == "unet":
         from .segmentation.unet import detect as unet_detect
         return unet_detect(post, pre, brain, cfg)
     from .segmentation.classical import detect as classical_detect
-    return classical_detect(post, pre, brain, cfg.classical, cfg.lesion)
+    return classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
 
 
 def process_session(session: Session, baseline: Session, cfg: PipelineConfig, out: str | Path,
@@ -162,8 +169,13 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         except InputError as e:
             notes.append(f"pre-contrast scan not used: {e}")
 
+    flair_on_post, flair_reg = None, None
+    if session.flair is not None and cfg.use_flair:
+        flair_on_post, flair_reg = _register_same_session(session.flair, "FLAIR", post, brain,
+                                                          cfg, timings, notes)
+
     t = time.perf_counter()
-    det = detect(post, pre_on_post, brain, cfg)
+    det = detect(post, pre_on_post, brain, cfg, flair=flair_on_post)
     timings["detect"] = time.perf_counter() - t
 
     base_reg = None
@@ -189,6 +201,8 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
     save_image(post.like(det.probability.astype(np.float32)), paths.probability, dtype=np.uint8)
     if pre_reg is not None:
         _save_transform(pre_reg.transform, paths.pre_to_post)
+    if flair_reg is not None:
+        _save_transform(flair_reg.transform, paths.flair_to_post)
     if base_reg is not None:
         _save_transform(base_reg.transform, paths.to_baseline)
     timings["total"] = time.perf_counter() - t0
@@ -197,10 +211,13 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         "key": key, "version": __version__, "detector": cfg.detector,
         "is_baseline": is_baseline,
         "inputs": {"post": str(session.post), "pre": str(session.pre) if session.pre else None,
+                   "flair": str(session.flair) if session.flair else None,
                    "baseline_post": str(baseline.post), "sha256": hashes},
         "pre_used": pre_on_post is not None,
+        "flair_used": flair_on_post is not None and cfg.detector != "unet",
         "registration": {
             "pre_to_post": pre_reg.to_dict() if pre_reg is not None else None,
+            "flair_to_post": flair_reg.to_dict() if flair_reg is not None else None,
             "to_baseline": base_reg.to_dict() if base_reg is not None else None,
         },
         "detection": det.info,
@@ -210,6 +227,34 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
     write_json(paths.sidecar, side)
     side["cached"] = False
     return side
+
+
+def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg: PipelineConfig,
+                           timings: dict, notes: list):
+    """Another scan of the session (FLAIR) rigidly onto the post-contrast grid.
+
+    Returns ``(image on post's grid or None, registration result or None)``; a scan that
+    cannot be read, does not overlap or registers badly is left out with a note (the
+    session is still counted from its T1 scans).
+    """
+    from .registration import register
+
+    try:
+        img = load_image(path)
+        frac = _overlap_fraction(post, img)
+        if frac < 0.5:
+            raise GridError(path, f"does not overlap its post-contrast scan "
+                                  f"({frac:.0%} of its field of view inside)")
+        t = time.perf_counter()
+        reg = register(post, img, cfg.registration, fixed_mask=brain)
+        timings[f"register_{name.lower()}"] = time.perf_counter() - t
+    except InputError as e:
+        notes.append(f"{name} not used: {e}")
+        return None, None
+    if reg.failed:
+        notes.append(f"{name} registration looks failed (quality {reg.quality:.3f}); not used")
+        return None, reg
+    return resample(img, post, reg.transform), reg
 
 
 def _save_transform(transform, path: Path) -> None:

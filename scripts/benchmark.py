@@ -6,11 +6,13 @@ Measures, and writes to ``OUT/benchmark.json``:
 - a phantom study (default 8 subjects x 7 monthly visits, 1 mm and 3 mm-slice
   acquisitions, whole-head and skull-stripped, template and real-patient backgrounds):
   lesion-wise F1, false positives per scan, per-subject cumulative-new exactness,
-  eligibility agreement, overall and per acquisition type; with and without the
-  pre-contrast scans;
-- the two real patients of ``shared/data`` (one session each, post + pre): the number
-  of detections per patient, with a PNG crop of each one;
-- synthetic lesions injected into those real scans: sensitivity (and false positives);
+  eligibility agreement, overall and per acquisition type; with the pre-contrast scans
+  and FLAIR (the default), without FLAIR, without the pre-contrast scans, and from the
+  post-contrast scans alone;
+- the two real patients of ``shared/data`` (one session each, post + pre + FLAIR): the
+  number of detections per patient, with a PNG crop of each one;
+- synthetic lesions injected into those real scans (hyperintense on their FLAIR too):
+  sensitivity (and false positives), with and without FLAIR;
 - seconds per session (registration + detection) and the peak memory of the run.
 
 Usage::
@@ -54,6 +56,11 @@ def session_seconds(out: Path) -> dict:
     return {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs)}
 
 
+# The study's runs: which of a session's scans the pipeline may use.
+RUNS = (("pre_flair", []), ("pre", ["--no-flair"]), ("post_flair", ["--no-pre"]),
+        ("post_only", ["--no-pre", "--no-flair"]))
+
+
 def study_part(args, out: Path) -> dict:
     from lesioncount.evaluation import evaluate, format_table
     from lesioncount.phantom import make_study
@@ -63,10 +70,10 @@ def study_part(args, out: Path) -> dict:
         t0 = time.perf_counter()
         make_study(study, n_subjects=args.subjects, n_sessions=args.sessions, seed=args.seed,
                    backgrounds=("mni", "patients"), whole_head_fraction=args.whole_head_fraction,
-                   thick_slice_fraction=args.thick_fraction, with_pre=True)
+                   thick_slice_fraction=args.thick_fraction, with_pre=True, with_flair=True)
         print(f"phantom study made in {time.perf_counter() - t0:.0f} s", flush=True)
     res = {}
-    for name, extra in (("with_pre", []), ("post_only", ["--no-pre"])):
+    for name, extra in RUNS:
         dest = out / f"run-{name}"
         cmd = ["run", str(study), "--out", str(dest), "--quiet", *extra]
         if args.workers:
@@ -88,7 +95,8 @@ BANDS = {"contrast < 0.35": lambda r: r["contrast"] < 0.35,
          "diameter < 5 mm": lambda r: r["diameter_mm"] < 5,
          "diameter >= 5 mm": lambda r: r["diameter_mm"] >= 5,
          "nodular": lambda r: r["kind"] == "nodular",
-         "ring": lambda r: r["kind"] == "ring"}
+         "ring": lambda r: r["kind"] == "ring",
+         "FLAIR < 1.12 (faint correlate)": lambda r: r.get("flair", 2.0) < 1.12}
 
 
 def injection_bands(injected: list[dict]) -> dict[str, tuple[int, int]]:
@@ -113,24 +121,32 @@ def real_part(args, out: Path) -> dict:
     from lesioncount.pipeline import detect
 
     cfg = PipelineConfig()
+    no_flair = cfg.replace(use_flair=False)
     crops = out / "real-crops"
     crops.mkdir(parents=True, exist_ok=True)
     res: dict = {}
     for name in ("patient07", "patient19"):
         pat = load_patient(name, SHARED)
-        post, pre = pat["T1POST"], pat["T1"]
+        post, pre, flair = pat["T1POST"], pat["T1"], pat["FLAIR"]
         brain = brain_mask(post, cfg.brain)
         t0 = time.perf_counter()
-        det = detect(post, pre, brain, cfg)  # same grid already: no registration needed
+        # (all on one grid already: no registration needed)
+        det = detect(post, pre, brain, cfg, flair=flair)
         secs = time.perf_counter() - t0
         labels = label_lesions(det.mask, post.affine, cfg.lesion)
         stats = measure(post.like(labels), det.enhancement)
-        det_post = detect(post, None, brain, cfg)
-        n_post_only = int(label_lesions(det_post.mask, post.affine, cfg.lesion).max())
+
+        def n_detected(pre_, flair_):
+            d = detect(post, pre_, brain, cfg, flair=flair_)
+            return int(label_lesions(d.mask, post.affine, cfg.lesion).max())
+
+        counts = {"pre_flair": len(stats), "pre": n_detected(pre, None),
+                  "post_flair": n_detected(None, flair), "post_only": n_detected(None, None)}
         for st in stats:
             i, j, k = (int(round(c)) for c in st.centroid_ijk)
-            fig, ax = plt.subplots(1, 3, figsize=(9, 3.2))
+            fig, ax = plt.subplots(1, 4, figsize=(12, 3.2))
             for a, (img, title) in zip(ax, ((post.array, "post"), (pre.array, "pre"),
+                                            (flair.array, "FLAIR"),
                                             (det.enhancement, "enhancement z"))):
                 sl = img[max(i - 25, 0):i + 25, max(j - 25, 0):j + 25, k].T
                 a.imshow(sl, cmap="gray", origin="lower")
@@ -145,34 +161,36 @@ def real_part(args, out: Path) -> dict:
         avoid = pat["lesions"].array > 0 if "lesions" in pat else None
         # white matter from the pre-contrast T1 (real lesions excluded): where lesions go
         wm = white_matter_mask(pre.array, brain, post.spacing, exclude=avoid)
-        found = total = fps = 0
-        injected = []
+        res[name] = {"detections": counts, "detection_seconds": secs,
+                     "detected": [{"volume_mm3": s.volume_mm3, "xyz": s.centroid_ras,
+                                   "max_z": s.max_enhancement} for s in stats]}
+        print(f"\n== {name}: detections {counts} ({secs:.1f} s with pre and FLAIR)", flush=True)
+        injected = {"pre_flair": [], "pre": []}
+        fps = {"pre_flair": 0, "pre": 0}
         for rep in range(args.injections):
             rng = np.random.default_rng(1000 + rep)
-            post2, pre2, truth, records = inject_lesions(post, pre, wm, 8, rng, avoid=avoid)
-            d2 = detect(post2, pre2, brain, cfg)
-            lab2 = label_lesions(d2.mask, post.affine, cfg.lesion)
-            for rec in records:
-                hit = bool((lab2[truth == rec["lesion"]] > 0).any())
-                total += 1
-                found += hit
-                injected.append({**{k: rec[k] for k in ("kind", "diameter_mm", "contrast")},
-                                 "found": hit})
-            fps += sum(1 for d in range(1, int(lab2.max()) + 1) if not (truth[lab2 == d] > 0).any())
-        res[name] = {"detections_with_pre": len(stats), "detections_post_only": n_post_only,
-                     "detection_seconds": secs,
-                     "detections": [{"volume_mm3": s.volume_mm3, "xyz": s.centroid_ras,
-                                     "max_z": s.max_enhancement} for s in stats],
-                     "injected": total, "injected_found": found,
-                     "injection_sensitivity": found / total if total else None,
-                     "injection_by_band": injection_bands(injected),
-                     "injection_false_positives_per_scan": fps / max(args.injections, 1)}
-        print(f"\n== {name}: {len(stats)} detections with pre, {n_post_only} post-only "
-              f"({secs:.1f} s); injected {found}/{total} found "
-              f"(sensitivity {found / max(total, 1):.3f}), "
-              f"{fps / max(args.injections, 1):.2f} FP per injected scan", flush=True)
-        for band, (k, n) in res[name]["injection_by_band"].items():
-            print(f"   {band:24s} {k}/{n}", flush=True)
+            post2, pre2, truth, records, flair2 = inject_lesions(post, pre, wm, 8, rng,
+                                                                  avoid=avoid, flair=flair)
+            for run, c, f2 in (("pre_flair", cfg, flair2), ("pre", no_flair, None)):
+                d2 = detect(post2, pre2, brain, c, flair=f2)
+                lab2 = label_lesions(d2.mask, post.affine, cfg.lesion)
+                for rec in records:
+                    hit = bool((lab2[truth == rec["lesion"]] > 0).any())
+                    injected[run].append({**{k: rec[k] for k in ("kind", "diameter_mm", "contrast",
+                                                                  "flair")}, "found": hit})
+                fps[run] += sum(1 for d in range(1, int(lab2.max()) + 1)
+                                if not (truth[lab2 == d] > 0).any())
+        for run, rows in injected.items():
+            found, total = sum(r["found"] for r in rows), len(rows)
+            res[name][f"injection_{run}"] = {
+                "injected": total, "found": found, "sensitivity": found / total if total else None,
+                "by_band": injection_bands(rows),
+                "false_positives_per_scan": fps[run] / max(args.injections, 1)}
+            print(f"   injected, {run}: {found}/{total} found (sensitivity "
+                  f"{found / max(total, 1):.3f}), {fps[run] / max(args.injections, 1):.2f} FP "
+                  f"per injected scan", flush=True)
+            for band, (k, n) in res[name][f"injection_{run}"]["by_band"].items():
+                print(f"     {band:24s} {k}/{n}", flush=True)
     return res
 
 

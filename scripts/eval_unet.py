@@ -83,7 +83,7 @@ def real_patients(cfg: PipelineConfig, detectors=DETECTORS, seeds=(9100,), n_les
             log.info("%s %s no injection: %d detections (%.0f s)", name, d, lab.max(), sec)
         for s in seeds:
             rng = np.random.default_rng(s)
-            p2, q2, truth, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
+            p2, q2, truth, _, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
                                               wm_level=a.wm_level_post)
             b2 = brain_mask(p2, cfg.brain)
             for d in detectors:

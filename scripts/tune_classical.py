@@ -247,7 +247,7 @@ def main(argv=None) -> int:
                 tp = fn = fp = 0
                 for r in range(args.repeats):
                     rng = np.random.default_rng(1000 * r + (7 if name == "patient07" else 19))
-                    ipost, ipre, truth, _ = inject_lesions(
+                    ipost, ipre, truth, _, _ = inject_lesions(
                         post, pre0, wm, args.n_inject, rng, contrast=tuple(args.contrast),
                         diameter_mm=tuple(args.diameter), avoid=chronic)
                     d2 = detect(ipost, ipre if use_pre else None, brain, cfg, lcfg)

@@ -237,7 +237,7 @@ def test_inject_lesions_synthetic():
     wm[10:50, 10:50, 8:32] = True
     avoid = np.zeros(shape, bool)
     avoid[30, 30, 20] = True
-    p2, q2, labels, recs = inject_lesions(post, pre, wm, 4, rng, diameter_mm=(4, 8), contrast=(0.5, 0.5),
+    p2, q2, labels, recs, _ = inject_lesions(post, pre, wm, 4, rng, diameter_mm=(4, 8), contrast=(0.5, 0.5),
                                           avoid=avoid)
     assert len(recs) == 4 and labels.max() == 4
     assert sorted(np.unique(labels[labels > 0]).tolist()) == [r["lesion"] for r in recs]

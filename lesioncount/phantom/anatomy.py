@@ -41,6 +41,15 @@ POST = dict(wm=1.0, gm=0.85, csf=0.30)
 # plexus ~2 x, dura ~1.4 x. On pre they are CSF-dark (flow voids) or tissue-like.
 MIMIC_POST = {VEIN: 2.6, SINUS: 2.8, CHOROID: 2.0, DURA: 1.5}
 MIMIC_PRE = {VEIN: 0.35, SINUS: 0.3, CHOROID: 0.55, DURA: 0.5}
+# FLAIR (WM = 1): grey matter brighter than white (~1.1-1.2 in the shared patients), CSF
+# nulled. Veins and sinuses are flow voids or isointense, the choroid plexus about
+# isointense, the dura dark: the normal enhancing structures have no FLAIR hyperintensity,
+# which is what a reader uses to tell them from active lesions. The ependymal lining of
+# the lateral ventricles is mildly bright (a thin FLAIR-bright rim, a classic mimic of
+# periventricular lesions on FLAIR).
+FLAIR = dict(wm=1.0, gm=1.18, csf=0.12)
+MIMIC_FLAIR = {VEIN: 0.7, SINUS: 0.3, CHOROID: 0.9, DURA: 0.6}
+EPENDYMA_FLAIR = 1.3
 
 
 def nilearn_data_dir() -> Path:
@@ -155,6 +164,7 @@ class Anatomy:
     affine: np.ndarray
     pre: np.ndarray          # float32, WM = 1
     post: np.ndarray         # float32, WM = 1, with the normal enhancing structures
+    flair: np.ndarray        # float32, WM = 1 (template) or the patient's own FLAIR
     brain: np.ndarray        # bool
     wm: np.ndarray           # bool, where lesions may go
     mimics: np.ndarray | None  # uint8 labels (VEIN...), None for real backgrounds
@@ -162,6 +172,7 @@ class Anatomy:
     regions: dict            # name -> bool mask of lesion-site candidates
     wm_level_post: float     # the intensity that lesion factors multiply on post
     wm_level_pre: float
+    wm_level_flair: float
     head_mask: np.ndarray    # bool: where the image is not air (for skull-stripped looks)
     background: str
     whole_head: bool
@@ -428,6 +439,7 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
     tex = 0.015 * _smooth_noise(rng, shape, 3.0)
     pre = (PRE["wm"] * wm + PRE["gm"] * gm + PRE["csf"] * csf) * (1 + tex)
     post = (POST["wm"] * wm + POST["gm"] * gm + POST["csf"] * csf) * (1 + tex)
+    flair = (FLAIR["wm"] * wm + FLAIR["gm"] * gm + FLAIR["csf"] * csf) * (1 + tex)
 
     sd_at, grad_at = _field_samplers(aff, sd, gz)
     veins = _Splat(shape, aff)
@@ -471,22 +483,28 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
         dura = dura * (_smooth_noise(rng, shape, 4.0 / sp) > 0.15)
     dura = np.maximum(dura, 0.4 * base["falx"])  # the falx: faint, thinner than a voxel
 
+    # ependyma: a 1 mm FLAIR-bright rim just outside the lateral ventricles
+    epi = (ndi.binary_dilation(vent, iterations=1) & ~vent & brain).astype(np.float32)
+    flair = flair * (1 - epi) + epi * EPENDYMA_FLAIR
     head_mask = sd < 3.0
     if whole_head:
-        head_mask, pre, post = _whole_head(rng, sd, brain, pre, post, z)
+        head_mask, pre, post, flair = _whole_head(rng, sd, brain, pre, post, z, flair)
     # later ones win: veins over sinuses over choroid over dura (and falx)
     fracs = {DURA: dura, CHOROID: chor_f, SINUS: base["sinus"], VEIN: veins.fraction()}
     mimics = np.zeros(shape, np.uint8)
     for k, f in fracs.items():
         post = post * (1 - f) + f * MIMIC_POST[k]
         pre = pre * (1 - f) + f * MIMIC_PRE[k]
+        flair = flair * (1 - f) + f * MIMIC_FLAIR[k]
         mimics[f >= 0.5] = k
     mimics[(base["falx"] >= 0.5) & ((mimics == DURA) | (mimics == 0))] = SINUS  # label 2 is "sinus and falx"
     wm_mask = (wm > 0.6) & (mimics == 0)
     regions = {k: v & wm_mask for k, v in base["regions"].items()}
     return Anatomy(affine=aff, pre=pre.astype(np.float32), post=post.astype(np.float32),
+                   flair=flair.astype(np.float32),
                    brain=brain, wm=wm_mask, mimics=mimics, chronic=np.zeros(shape, bool),
-                   regions=regions, wm_level_post=1.0, wm_level_pre=1.0, head_mask=head_mask,
+                   regions=regions, wm_level_post=1.0, wm_level_pre=1.0, wm_level_flair=1.0,
+                   head_mask=head_mask,
                    background="mni", whole_head=bool(whole_head))
 
 
@@ -494,27 +512,29 @@ def template_anatomy(rng: np.random.Generator, *, whole_head: bool = False, step
 NECK_Z_MM = -62.0
 
 
-def _whole_head(rng, sd, brain, pre, post, z):
+def _whole_head(rng, sd, brain, pre, post, z, flair):
     """Layers outside the brain: CSF, (dura is added as a mimic), skull, marrow, scalp fat, skin."""
     shape = sd.shape
     wob = _smooth_noise(rng, shape, 6.0)  # +-1 mm thickness variation
     d = sd + wob
-    # (outer edge of the layer in mm from the brain surface, pre value, post value)
-    layers = [(2.5, 0.22, 0.30),   # subarachnoid CSF
-              (3.5, 0.5, 0.5),     # dura (made bright on post by the mimic layer)
-              (6.0, 0.06, 0.06),   # inner table
-              (9.0, 0.95, 1.05),   # diploe: fatty marrow, bright on T1, enhances a little
-              (11.0, 0.06, 0.06),  # outer table
-              (15.0, 1.35, 1.30),  # scalp fat
-              (17.0, 0.55, 0.60)]  # skin and muscle
+    # (outer edge of the layer in mm from the brain surface, pre, post, FLAIR value)
+    layers = [(2.5, 0.22, 0.30, 0.12),   # subarachnoid CSF (nulled on FLAIR)
+              (3.5, 0.5, 0.5, 0.6),      # dura (made bright on post by the mimic layer)
+              (6.0, 0.06, 0.06, 0.05),   # inner table
+              (9.0, 0.95, 1.05, 0.8),    # diploe: fatty marrow, bright on T1, enhances a little
+              (11.0, 0.06, 0.06, 0.05),  # outer table
+              (15.0, 1.35, 1.30, 1.1),   # scalp fat (bright on FLAIR too)
+              (17.0, 0.55, 0.60, 0.7)]   # skin and muscle
     out_pre = np.array(pre, copy=True)
     out_post = np.array(post, copy=True)
+    out_flair = np.array(flair, copy=True)
     prev = 0.0
     outside = ~brain
-    for edge, vpre, vpost in layers:
+    for edge, vpre, vpost, vflair in layers:
         m = outside & (d > prev) & (d <= edge)
         out_pre[m] = vpre
         out_post[m] = vpost
+        out_flair[m] = vflair
         prev = edge
     head = d <= prev
     # below the foramen magnum the neck continues as soft tissue, not as a closed skull;
@@ -523,7 +543,8 @@ def _whole_head(rng, sd, brain, pre, post, z):
     neck = outside & (z < NECK_Z_MM) & (d <= prev)
     out_pre[neck] = np.where(d[neck] > 2.5, 0.6, out_pre[neck])
     out_post[neck] = np.where(d[neck] > 2.5, 0.65, out_post[neck])
-    return head, out_pre, out_post
+    out_flair[neck] = np.where(d[neck] > 2.5, 0.7, out_flair[neck])
+    return head, out_pre, out_post, out_flair
 
 
 # --------------------------------------------------------------------------- patients
@@ -531,7 +552,8 @@ def _whole_head(rng, sd, brain, pre, post, z):
 
 def patient_anatomy(name: str, rng: np.random.Generator | None = None, root=None,
                     step_mm: int = 1) -> Anatomy:
-    """A subject whose anatomy is one of the real patients (T1POST as post, T1 as pre).
+    """A subject whose anatomy is one of the real patients (T1POST as post, T1 as pre,
+    their FLAIR as FLAIR).
 
     Its veins, sinuses, choroid plexus and real (non-enhancing) lesions are the real
     ones; the mimics are not known (``mimics`` is None). Intensities are left in the
@@ -546,9 +568,12 @@ def patient_anatomy(name: str, rng: np.random.Generator | None = None, root=None
 def _patient_cached(name: str, root, step_mm: int) -> Anatomy:
     p = load_patient(name, root)
     post, pre = p["T1POST"], p["T1"]
+    flair = p.get("FLAIR")
+    if flair is None or flair.shape != post.shape:
+        raise InputError(shared_data_dir() / name, "FLAIR missing or not on the T1POST grid")
     real_img = p.get("lesions")
     if step_mm > 1:
-        post, pre = _subsample(post, step_mm), _subsample(pre, step_mm)
+        post, pre, flair = (_subsample(x, step_mm) for x in (post, pre, flair))
         real_img = _subsample(real_img, step_mm) if real_img is not None else None
     if post.shape != pre.shape or not np.allclose(post.affine, pre.affine, atol=1e-3):
         raise InputError(shared_data_dir() / name, "T1 and T1POST are not on one grid")
@@ -563,10 +588,12 @@ def _patient_cached(name: str, root, step_mm: int) -> Anatomy:
     far = ndi.distance_transform_edt(~real, sampling=spacing) > 3.0
     regions = {k: v & far for k, v in regions.items()}
     return Anatomy(affine=post.affine, pre=pre.array.astype(np.float32),
-                   post=post.array.astype(np.float32), brain=brain, wm=wm & far, mimics=None,
+                   post=post.array.astype(np.float32), flair=flair.array.astype(np.float32),
+                   brain=brain, wm=wm & far, mimics=None,
                    chronic=real, regions=regions,
                    wm_level_post=float(np.median(post.array[wm])),
                    wm_level_pre=float(np.median(pre.array[wm])),
+                   wm_level_flair=float(np.median(flair.array[wm])),
                    head_mask=ndi.binary_dilation(post.array > 0, iterations=1),
                    background=name, whole_head=False)
 

@@ -9,6 +9,11 @@ visits and enhances for a few weeks (lognormal duration, median 24 days), so at 
 visits most are seen once and some on two consecutive scans; it then leaves a chronic
 T1-hypointense or isointense lesion.
 
+Every lesion is FLAIR-hyperintense (active ones over an oedema a little larger than their
+enhancing part, a few with a faint correlate; chronic ones too), and a FLAIR of each visit
+is written when ``with_flair``. Its random numbers come from a stream of their own, so a
+study's T1 scans are the same with or without it.
+
 Per visit: a new head pose (and a small one between pre and post), a scanner grid
 (1 mm 3D or 1x1x3 mm axial with a boxcar slice profile; orientation, data type and
 file suffix vary), a smooth bias field, a gain and Rician noise.
@@ -33,7 +38,7 @@ from .acquisition import (DTYPES, ORIENTATIONS_2D, ORIENTATIONS_3D, acquire, bia
                           random_affine, random_rigid, rician, rigid_parameters, scanner_grid,
                           slice_axis, to_storage)
 from .anatomy import PATIENTS, Anatomy, patient_anatomy, template_anatomy
-from .lesions import NODULAR, RING, LesionShape, paint, random_shape, render
+from .lesions import NODULAR, RING, LesionShape, paint, random_flair, random_shape, render
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ class _Lesion:
     shape: LesionShape
     site: str
     first: int = 0                 # first visit it enhances at (enhancing lesions)
+    flair_shape: LesionShape | None = None   # its FLAIR lesion while it enhances
     enhancing: list = field(default_factory=list)   # visit indices
     chronic_shape: LesionShape | None = None
     chronic_from: int = 10 ** 6    # first visit it is a chronic lesion
@@ -79,11 +85,19 @@ class _Lesion:
         n = v - self.first  # later scans: a little smaller and fainter
         return self.shape.scaled(1.0 - 0.1 * n, contrast=self.shape.contrast * (0.7 ** n))
 
+    def flair_at(self, v: int) -> LesionShape | None:
+        """The FLAIR lesion at visit ``v``: the oedema while it enhances, then the chronic lesion."""
+        if v >= self.chronic_from:
+            return self.chronic_shape
+        if v >= self.first and self.flair_shape is not None:
+            return self.flair_shape
+        return None
+
 
 def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int = 0,
                backgrounds=("mni",), whole_head_fraction: float = 0.5,
                thick_slice_fraction: float = 0.5, with_pre: bool = True,
-               arm_rates: dict | None = None, interval_days: int = 28,
+               with_flair: bool = True, arm_rates: dict | None = None, interval_days: int = 28,
                shape_jitter: bool = True, step_mm: int = 1, overwrite: bool = False) -> Path:
     """Write a longitudinal BIDS study with known truth; deterministic for a seed.
 
@@ -105,6 +119,8 @@ def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int =
         Fraction of subjects scanned with 1x1x3 mm axial slices (the rest: 1 mm 3D).
     with_pre : bool
         Write a pre-contrast T1 per visit.
+    with_flair : bool
+        Write a FLAIR per visit (same scanner grid, its own small motion).
     arm_rates : dict
         Mean new enhancing lesions per 28 days per arm (``{"placebo": 1.0, "il2": 0.3}``).
     interval_days : int
@@ -147,9 +163,11 @@ def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int =
     for i in range(n_subjects):
         sub = f"sub-{i + 1:02d}"
         rng = np.random.default_rng([seed, i])
-        res = _make_subject(out, truth, sub, rng, background=bgs[i], whole_head=whole[i],
+        frng = np.random.default_rng([seed, i, 0xF1A])  # FLAIR's own stream
+        res = _make_subject(out, truth, sub, rng, frng, background=bgs[i], whole_head=whole[i],
                             thick=bool(thick[i]), group=groups[i], rate=rates[groups[i]],
-                            n_sessions=n_sessions, with_pre=with_pre, interval=interval_days,
+                            n_sessions=n_sessions, with_pre=with_pre, with_flair=with_flair,
+                            interval=interval_days,
                             jitter=shape_jitter, step=step_mm)
         rows_les += res["lesions"]
         rows_cnt += res["counts"]
@@ -167,6 +185,7 @@ def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int =
         "PhantomParameters": {"n_subjects": n_subjects, "n_sessions": n_sessions, "seed": seed,
                               "backgrounds": list(backgrounds), "whole_head_fraction": whole_head_fraction,
                               "thick_slice_fraction": thick_slice_fraction, "with_pre": with_pre,
+                              "with_flair": with_flair,
                               "arm_rates": rates, "interval_days": interval_days,
                               "shape_jitter": shape_jitter, "step_mm": step_mm}})
     write_tsv(truth / "truth_lesions.tsv", rows_les,
@@ -174,7 +193,7 @@ def make_study(out_dir, *, n_subjects: int = 8, n_sessions: int = 7, seed: int =
                "contrast"])
     write_tsv(truth / "truth_counts.tsv", rows_cnt,
               ["subject", "session", "days", "gd_count", "new_gd_count", "cumulative_new_gd",
-               "acquisition", "whole_head", "background", "has_pre"])
+               "acquisition", "whole_head", "background", "has_pre", "has_flair"])
     write_tsv(truth / "truth_subjects.tsv", rows_sub,
               ["subject", "group", "sessions", "baseline_gd_count", "eligible", "cumulative_new_gd"])
     write_tsv(truth / "truth_motion.tsv", rows_mot,
@@ -226,7 +245,7 @@ def _visit_days(rng, n_sessions, interval):
     return days
 
 
-def _lesion_timeline(rng, anat: Anatomy, n_sessions, days, rate, jitter, background):
+def _lesion_timeline(rng, frng, anat: Anatomy, n_sessions, days, rate, jitter, background):
     """All lesions of a subject (enhancing tracks and chronic), placed without overlap."""
     lam = rate * rng.gamma(FRAILTY_SHAPE, 1.0 / FRAILTY_SHAPE)
     n_base = int(rng.choice(len(BASELINE_PROBS), p=BASELINE_PROBS))
@@ -257,14 +276,20 @@ def _lesion_timeline(rng, anat: Anatomy, n_sessions, days, rate, jitter, backgro
         les.chronic_shape = _chronic(rng, shape.scaled(0.8))
         les.chronic_from = max(enh) + 1
         lesions.append(les)
+    for les in lesions:  # FLAIR: drawn from its own stream, after everything else
+        les.flair_shape = random_flair(frng, les.shape)
+        # the chronic scar keeps most of the FLAIR signal
+        les.chronic_shape = les.chronic_shape.scaled(1.0, flair=1.0 + 0.8 * (les.flair_shape.flair - 1.0))
     for _ in range(n_chronic):
         d = float(np.exp(rng.uniform(np.log(3.0), np.log(12.0))))
         site, c, d = placer.place(d)
         if c is None:
             continue
         shape = random_shape(rng, c, d, kind=NODULAR, contrast=0.0, jitter=jitter)
+        chronic = _chronic(rng, shape)
         lesions.append(_Lesion(0, shape, site, first=-1, enhancing=[],
-                               chronic_shape=_chronic(rng, shape), chronic_from=0))
+                               chronic_shape=chronic.scaled(1.0, flair=float(frng.uniform(1.25, 1.8))),
+                               chronic_from=0))
     return lesions, lam
 
 
@@ -321,14 +346,14 @@ def head_frame(anat) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (lo_w + hi_w), (hi_w - lo_w) + 2 * MOTION_MARGIN_MM
 
 
-def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_head, thick, group,
-                  rate, n_sessions, with_pre, interval, jitter, step) -> dict:
+def _make_subject(out: Path, truth: Path, sub: str, rng, frng, *, background, whole_head, thick,
+                  group, rate, n_sessions, with_pre, with_flair, interval, jitter, step) -> dict:
     if background == "mni":
         anat = template_anatomy(rng, whole_head=whole_head, step_mm=step)
     else:
         anat = patient_anatomy(background, rng, step_mm=step)
     days = _visit_days(rng, n_sessions, interval)
-    lesions, lam = _lesion_timeline(rng, anat, n_sessions, days, rate, jitter, background)
+    lesions, lam = _lesion_timeline(rng, frng, anat, n_sessions, days, rate, jitter, background)
 
     center, fov = head_frame(anat)
     spacing = np.array([1.0, 1.0, 3.0 if thick else 1.0]) * step
@@ -340,6 +365,7 @@ def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_he
 
     post_model = Image(anat.post, anat.affine)
     pre_model = Image(anat.pre, anat.affine)
+    flair_model = Image(anat.flair, anat.affine)
     head_model = Image(anat.head_mask.astype(np.float32), anat.affine)
     mim_model = Image(anat.mimics.astype(np.int32), anat.affine) if anat.mimics is not None else None
     chr_model = Image(anat.chronic.astype(np.int32), anat.affine) if anat.chronic.any() else None
@@ -442,6 +468,13 @@ def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_he
             save_image(Image(arr, grid.affine), anat_dir / f"{stem}_T1w{ext}", dtype=np.dtype(dt))
             rows_mot.append(_motion_row(sub, ses, "post_to_pre", d))
 
+        if with_flair:
+            shapes = [f for f in (les.flair_at(v) for les in lesions) if f is not None]
+            d = _write_flair(frng, anat, shapes, flair_model, head_model, pose, center, m_post,
+                             grid, t_axis, th, field, gain_subject, snr,
+                             anat_dir / f"{stem}_FLAIR{ext}")
+            rows_mot.append(_motion_row(sub, ses, "post_to_flair", d))
+
         if v == 0:
             baseline_count = k
         else:
@@ -449,7 +482,8 @@ def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_he
         rows_cnt.append(dict(subject=sub, session=ses, days=days[v], gd_count=k,
                              new_gd_count=n_new if v else 0, cumulative_new_gd=cumulative,
                              acquisition=acq, whole_head=bool(anat.whole_head),
-                             background=background, has_pre=bool(with_pre), orientation=orient,
+                             background=background, has_pre=bool(with_pre),
+                             has_flair=bool(with_flair), orientation=orient,
                              post_dtype=dtype, post_file=f"{stem}_ce-gadolinium_T1w{ext}",
                              snr=snr, chronic_voxels=int(chronic_lab.sum())))
         sess_rows.append(dict(session_id=ses,
@@ -460,6 +494,24 @@ def _make_subject(out: Path, truth: Path, sub: str, rng, *, background, whole_he
                        eligible=baseline_count <= 2, cumulative_new_gd=cumulative, rate=float(lam),
                        background=background, acquisition=acq, whole_head=bool(anat.whole_head))
     return dict(lesions=rows_les, counts=rows_cnt, motion=rows_mot, subject=subject_row)
+
+
+def _write_flair(frng, anat, shapes, flair_model, head_model, pose, center, m_post, grid, t_axis,
+                 th, field, gain_subject, snr, path) -> None:
+    """This visit's FLAIR: the post-contrast grid, its own small motion, gain and noise."""
+    d = random_rigid(frng, MAX_PREPOST_DEG, MAX_PREPOST_MM, apply_affine(pose, center))
+    m_fl = d @ m_post
+    inv_fl = np.linalg.inv(m_fl)
+    fl = acquire(flair_model, m_fl, grid, thick_axis=t_axis, thickness=th)
+    for shp in shapes:
+        paint(fl, render(shp, grid.shape, grid.affine, inv_fl), anat.wm_level_flair, "flair")
+    gain = gain_subject * float(frng.uniform(0.85, 1.2))
+    img = _finish(frng, fl, field, gain, anat.wm_level_flair * gain / snr,
+                  None if anat.whole_head else acquire(head_model, m_fl, grid,
+                                                       thick_axis=t_axis, thickness=th))
+    arr, dt = to_storage(img, str(frng.choice(DTYPES)))
+    save_image(Image(arr, grid.affine), path, dtype=np.dtype(dt))
+    return d
 
 
 def _finish(rng, arr, field, gain, sigma, head=None) -> np.ndarray:
@@ -521,5 +573,5 @@ _TRUTH_README = """Truth of a lesioncount phantom study
 - truth_counts.tsv, truth_subjects.tsv: as lesioncount's counts.tsv and subjects.tsv.
 - truth_motion.tsv: 3x4 RAS matrices (m00..m23) mapping world points of the baseline
   post-contrast scan to the session's post-contrast scan (baseline_post_to_post), and of
-  the session's post to its pre (post_to_pre).
+  the session's post to its pre (post_to_pre) and to its FLAIR (post_to_flair).
 """

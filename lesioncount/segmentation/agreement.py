@@ -17,18 +17,19 @@ from . import Detection
 
 
 def detect(post: Image, pre: Image | None, brain: np.ndarray,
-           cfg: PipelineConfig = PipelineConfig()) -> Detection:
+           cfg: PipelineConfig = PipelineConfig(), flair: Image | None = None) -> Detection:
     """Classical detection, each lesion kept only if the U-Net's mask overlaps it.
 
     Returns the classical :class:`~lesioncount.segmentation.Detection` with ``mask``
     reduced to the agreed lesions, ``probability`` the voxelwise minimum of the two
     detectors' (so a reader sees where either doubts), and ``info`` holding both
-    detectors' info and the number of classical lesions dropped.
+    detectors' info and the number of classical lesions dropped. ``flair`` (on ``post``'s
+    grid) goes to the classical detector only.
     """
     from .classical import detect as classical_detect
     from .unet import detect as unet_detect
 
-    c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion)
+    c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
     u = unet_detect(post, pre, brain, cfg)
     labels = label_lesions(c.mask, post.affine, cfg.lesion)
     keep = np.setdiff1d(np.unique(labels[u.mask]), [0])

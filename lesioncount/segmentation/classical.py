@@ -12,6 +12,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    if it is a vessel (elongated or thin for its volume), a sheet (dura, falx), mostly at the
    brain surface (dura, sinuses, cortical veins), mostly surrounded by CSF (choroid plexus in
    the ventricles), or too small (:class:`~lesioncount.config.LesionConfig`).
+   With a FLAIR: rejected too when not FLAIR-hyperintense (veins, dura and choroid plexus are
+   not; active lesions are), and seeded from a lower threshold where FLAIR is hyperintense.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
@@ -32,27 +34,30 @@ from ..image import Image
 from ..lesions import components, label_lesions
 from ..morphology import fill_holes
 from . import Detection
-from .normalise import enhancement_from_pre, enhancement_from_wm, wm_normalise
+from .normalise import enhancement_from_pre, enhancement_from_wm, flair_ratio, wm_normalise
 
 log = logging.getLogger(__name__)
 
 # Reasons a candidate component was rejected (keys of ``Detection.info["rejected"]``).
 REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf",
-           "not_wm")
+           "not_wm", "no_flair")
 
 
-def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray) -> None:
+def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray,
+                  flair: Image | None = None) -> None:
     brain = np.asarray(brain)
     if brain.shape != post.shape:
         raise GridError(None, f"brain mask shape {brain.shape} does not match the "
                               f"post-contrast grid {post.shape}")
-    if pre is not None:
-        if pre.shape != post.shape:
-            raise GridError(None, f"pre-contrast shape {pre.shape} does not match the "
+    for name, other in (("pre-contrast", pre), ("FLAIR", flair)):
+        if other is None:
+            continue
+        if other.shape != post.shape:
+            raise GridError(None, f"{name} shape {other.shape} does not match the "
                                   f"post-contrast grid {post.shape}: resample it first")
-        d = float(np.abs(pre.affine - post.affine).max())
+        d = float(np.abs(other.affine - post.affine).max())
         if d > 1e-2:
-            raise GridError(None, f"pre-contrast affine differs from the post-contrast grid "
+            raise GridError(None, f"{name} affine differs from the post-contrast grid "
                                   f"by {d:.3g} mm: resample it first")
     if not brain.any():
         raise InputError(None, "brain mask is empty")
@@ -131,7 +136,8 @@ def _thickness(comp: np.ndarray, sp: np.ndarray, volume: float) -> float:
 
 
 # Features _shape_features measures; None in a candidate rejected by its cheap features.
-SHAPE_FEATURES = ("elongation", "flatness", "ref_level", "thickness", "csf_fraction", "shell_level")
+SHAPE_FEATURES = ("elongation", "flatness", "ref_level", "thickness", "csf_fraction", "shell_level",
+                  "flair_ratio")
 
 
 def _cheap_features(comp, lo, box, z, depth, post, cfg, resid=None) -> dict:
@@ -206,12 +212,14 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "csf"
     if f["shell_level"] < cfg.min_shell_level:
         return "not_wm"
+    if f.get("flair_ratio") is not None and f["flair_ratio"] < cfg.flair_min_ratio:
+        return "no_flair"
     return None
 
 
 def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                cfg: ClassicalConfig = ClassicalConfig(),
-               lesion_cfg: LesionConfig = LesionConfig()):
+               lesion_cfg: LesionConfig = LesionConfig(), flair: Image | None = None):
     """Enhancement map, candidate labels and per-candidate features (before the decision).
 
     Returns ``(z, info, labels, features)``: ``labels`` numbers the candidates 1..n on
@@ -219,9 +227,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
     flatness, thickness, surface and CSF fractions, peak z, centroid). Candidates below
     the minimum lesion volume are dropped (counted in ``info["n_small"]``).
     """
-    from skimage.filters import apply_hysteresis_threshold
-
     brain = np.asarray(brain, dtype=bool)
+    _check_inputs(post, pre, brain, flair)
     z, resid, info = _enhancement(post, pre, brain, cfg)
     sp = post.spacing
     vox = post.voxel_volume
@@ -229,8 +236,13 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
     # both normalised so that white matter is 1.
     refimg = pre.array if pre is not None else post.array
     ref, _ = wm_normalise(np.nan_to_num(refimg.astype(np.float32)), brain, sp, cfg.bias_sigma_mm)
-
-    seeds = apply_hysteresis_threshold(np.where(brain, z, 0), cfg.extent_z, cfg.seed_z)
+    fl = None
+    seed_mask = brain & (z > cfg.seed_z)
+    if flair is not None:
+        fl = flair_ratio(flair.array, ref, brain, sp, cfg.bias_sigma_mm, cfg.flair_nawm_band)
+        seed_mask |= brain & (z > cfg.flair_seed_z) & (fl >= cfg.flair_min_ratio)
+        info = dict(info, flair=True)
+    seeds = _hysteresis(brain & (z > cfg.extent_z), seed_mask)
     labels, n = components(seeds, lesion_cfg)
     # (the grid's edge bounds the brain too: a brain cut by the field of view has a surface there)
     depth = brain_surface_distance(brain, post.affine)
@@ -260,7 +272,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             # (the peak of the residual smoothed at 1 mm: one noisy voxel does not set it)
             peak = ndi.maximum_filter(ndi.gaussian_filter(rb, 1.0 / sp), size=tuple(2 * h + 1))
             grow = comp & (rb >= cfg.extent_fraction * peak)
-            seed = grow & (z[box] >= cfg.seed_z)
+            seed = grow & seed_mask[box]
             if seed.any():
                 gl, _ = components(grow, lesion_cfg)
                 keep = np.unique(gl[seed])
@@ -289,6 +301,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                 f.update(dict.fromkeys(SHAPE_FEATURES), vessel_piece=False)
             else:
                 f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
+                f["flair_ratio"] = float(np.median(fl[box][part])) if fl is not None else None
                 if cut and parent is None:
                     v = float(comp.sum() * vox)
                     parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
@@ -300,9 +313,19 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
     return z, info, out, feats
 
 
+def _hysteresis(low: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The face-connected components of ``low`` that contain a seed voxel (as
+    skimage.filters.apply_hysteresis_threshold, with a seed mask instead of one threshold)."""
+    lab, n = ndi.label(low)
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[seeds & low])] = True
+    keep[0] = False
+    return keep[lab]
+
+
 def detect(post: Image, pre: Image | None, brain: np.ndarray,
            cfg: ClassicalConfig = ClassicalConfig(),
-           lesion_cfg: LesionConfig = LesionConfig()) -> Detection:
+           lesion_cfg: LesionConfig = LesionConfig(), flair: Image | None = None) -> Detection:
     """Detect gadolinium-enhancing lesions on a post-contrast T1 scan.
 
     Parameters
@@ -318,6 +341,10 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
         Thresholds and suppression rules.
     lesion_cfg : LesionConfig
         The one lesion definition (connectivity, minimum volume).
+    flair : Image or None
+        FLAIR of the same session on ``post``'s grid: candidates without FLAIR
+        hyperintensity are rejected ("no_flair") and FLAIR-bright ones seed from
+        ``cfg.flair_seed_z``. None: the T1 rules alone.
 
     Returns
     -------
@@ -332,7 +359,7 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
         If ``pre`` or ``brain`` is not on ``post``'s grid.
     """
     t0 = time.perf_counter()
-    z, info, cand, feats = candidates(post, pre, brain, cfg, lesion_cfg)
+    z, info, cand, feats = candidates(post, pre, brain, cfg, lesion_cfg, flair)
     brain = np.asarray(brain, dtype=bool)
     rejected = {r: 0 for r in REASONS}
     rejected["small"] = info["n_small"]

@@ -130,6 +130,25 @@ def wm_normalise(image: np.ndarray, brain: np.ndarray, spacing: np.ndarray,
     return y, s / m
 
 
+def flair_ratio(flair: np.ndarray, ref: np.ndarray, brain: np.ndarray, spacing: np.ndarray,
+                sigma_mm: float, band: float = 0.08) -> np.ndarray:
+    """FLAIR over its smooth level in normal-appearing white matter (NAWM = 1, 0 outside).
+
+    NAWM: brain voxels where the reference T1 (normalised, WM = 1) is within ``band`` of 1.
+    Two passes: the second drops FLAIR-bright voxels (lesions are often T1-isointense) from
+    the NAWM before the level is refitted.
+    """
+    f = np.where(brain, np.nan_to_num(flair.astype(np.float32)), 0).astype(np.float32)
+    nawm = brain & (np.abs(ref - 1.0) < band) & (f > 0)
+    if nawm.sum() < 100:
+        nawm = brain & (f > 0)
+    for _ in range(2):
+        level = np.maximum(smooth_masked(f, nawm, sigma_mm, spacing), 1e-6)
+        r = f / level
+        nawm = nawm & (np.abs(r - 1.0) < 0.25)
+    return np.where(brain, r, 0).astype(np.float32)
+
+
 def local_scale(z: np.ndarray, brain: np.ndarray, spacing: np.ndarray, sigma_mm: float,
                 clip: float = 4.0) -> np.ndarray:
     """Local spread of the upper half of ``z`` (1 where ``z`` is standard normal).

@@ -119,7 +119,7 @@ def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24) -> dict
     rng = np.random.default_rng(seed)
     a = template_anatomy(rng, whole_head=whole_head)
     post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
-    post2, pre2, labels, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, wm_level=a.wm_level_post)
+    post2, pre2, labels, _, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, wm_level=a.wm_level_post)
     hard = (a.mimics > 0) if a.mimics is not None else None
     return make_volume(post2.array, pre2.array, brain_mask(post2), labels > 0, hard)
 
@@ -132,7 +132,7 @@ def patient_volume(name: str, seed: int, *, n_lesions: int = 16) -> dict:
     rng = np.random.default_rng(seed)
     a = patient_anatomy(name, rng)
     post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
-    post2, pre2, labels, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
+    post2, pre2, labels, _, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
                                             wm_level=a.wm_level_post)
     hard = ndi.binary_dilation(a.chronic, iterations=1)
     return make_volume(post2.array, pre2.array, a.brain, labels > 0, hard)
