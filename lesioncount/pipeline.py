@@ -141,7 +141,7 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         cfg = cfg.replace(registration=dataclasses.replace(cfg.registration, threads=int(threads)))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[dict] = []  # {"file", "note"}: warnings that do not stop the session
     is_baseline = session.session == baseline.session
 
     post = load_image(session.post)
@@ -161,13 +161,13 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
             pre_reg = register(post, pre, cfg.registration, fixed_mask=brain)
             timings["register_pre"] = time.perf_counter() - t
             if pre_reg.failed:
-                notes.append(f"pre-contrast registration looks failed (quality "
-                             f"{pre_reg.quality:.3f}); detected from post alone")
+                notes.append(_note(session.pre, f"pre-contrast registration looks failed "
+                                   f"(quality {pre_reg.quality:.3f}); detected from post alone"))
             else:
                 pre_on_post = resample(pre, post, pre_reg.transform)
                 brain = _agree_with_pre(brain, pre_on_post, cfg, timings)
         except InputError as e:
-            notes.append(f"pre-contrast scan not used: {e}")
+            notes.append(_note(session.pre, f"pre-contrast scan not used: {e}"))
 
     flair_on_post, flair_reg = None, None
     if session.flair is not None and cfg.use_flair:
@@ -229,6 +229,10 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
     return side
 
 
+def _note(path, text: str) -> dict:
+    return {"file": str(path) if path else None, "note": text}
+
+
 def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg: PipelineConfig,
                            timings: dict, notes: list):
     """Another scan of the session (FLAIR) rigidly onto the post-contrast grid.
@@ -249,10 +253,11 @@ def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg:
         reg = register(post, img, cfg.registration, fixed_mask=brain)
         timings[f"register_{name.lower()}"] = time.perf_counter() - t
     except InputError as e:
-        notes.append(f"{name} not used: {e}")
+        notes.append(_note(path, f"{name} not used: {e}"))
         return None, None
     if reg.failed:
-        notes.append(f"{name} registration looks failed (quality {reg.quality:.3f}); not used")
+        notes.append(_note(path, f"{name} registration looks failed (quality {reg.quality:.3f}); "
+                                 f"not used"))
         return None, reg
     return resample(img, post, reg.transform), reg
 
@@ -463,8 +468,10 @@ def session_task(session: Session, baseline: Session, baseline_ok: bool, cfg: Pi
                                      f"internal error: {type(e).__name__}: {_one_line(e)}")
     rows = [err] if err else []
     for note in (side or {}).get("notes", []):
-        rows.append(_error_row(session.subject, session.session, session.pre or session.post,
-                               note, "warning"))
+        if isinstance(note, str):  # a sidecar written before notes named their file
+            note = {"file": str(session.pre or session.post), "note": note}
+        rows.append(_error_row(session.subject, session.session, note["file"], note["note"],
+                               "warning"))
     return side, rows
 
 

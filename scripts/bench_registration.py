@@ -3,8 +3,8 @@
 Sources of pairs with known motion:
 
 - ``--study DIR``: a phantom study (lesioncount.phantom.study.make_study) with its
-  ``derivatives/truth/truth_motion.tsv`` (true baseline->session and post->pre RAS
-  matrices). ``--make-study DIR`` writes a small one first.
+  ``derivatives/truth/truth_motion.tsv`` (true baseline->session, post->pre and
+  post->FLAIR RAS matrices). ``--make-study DIR`` writes a small one first.
 - ``--synthetic``: the MNI template and the shared real patients (T1 vs T1POST, a
   different sequence) moved by known rigid motions (~5-10 degrees, ~5-10 mm), on 1 mm
   and on oblique 1x1x3 mm grids.
@@ -123,8 +123,9 @@ def study_pairs(study: Path):
                 if post == base:
                     continue
                 fixed, moving = base, post
-            elif r["transform"] == "post_to_pre":
-                fixed, moving = post, _pre_path(post)
+            elif r["transform"] in ("post_to_pre", "post_to_flair"):
+                fixed = post
+                moving = _pre_path(post) if r["transform"] == "post_to_pre" else _flair_path(post)
                 if moving is None:
                     continue
             else:
@@ -149,6 +150,11 @@ def _post_path(study: Path, sub: str, ses: str) -> Path:
 def _pre_path(post: Path) -> Path | None:
     hits = [p for p in post.parent.glob("*_T1w.nii*") if "ce-" not in p.name]
     return sorted(hits)[0] if hits else None
+
+
+def _flair_path(post: Path) -> Path | None:
+    hits = sorted(post.parent.glob("*_FLAIR.nii*"))
+    return hits[0] if hits else None
 
 
 def run(pairs, cfg: RegistrationConfig) -> list[dict]:

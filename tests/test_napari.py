@@ -168,8 +168,11 @@ def test_a_real_phantom_output_opens_and_a_rejection_changes_its_counts(
     while w.session != session:
         w.step_session(+1)
     assert w.table.rowCount() == int(auto[(subject, session)]["gd_count"])
-    for name in ("post-contrast", "enhancement", "lesions"):
+    for name in ("post-contrast", "pre-contrast", "FLAIR", "enhancement", "lesions"):
         assert name in viewer.layers
+    # the FLAIR is shown registered: on the display grid, bright where the lesion is
+    fl, post = viewer.layers["FLAIR"].data, viewer.layers["post-contrast"].data
+    assert fl.shape == post.shape and np.isfinite(fl).all() and fl.max() > 0
     w.select_lesion(1)
     _press(w, "R")
     c = w.review.reviewed_counts(subject, session)

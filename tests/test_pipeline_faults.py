@@ -99,6 +99,11 @@ def corpus(tmp_path_factory):
     far[:3, 3] += 400.0
     _save(pre, np.asarray(nib.load(str(pre)).dataobj, np.float32), far)
     cases["pre does not overlap"] = ("sub-01", "ses-02", pre, "does not overlap")
+    # a FLAIR far away from its post: the session is counted from its T1 scans, with a
+    # warning naming the FLAIR
+    flair = root / _name("sub-01", "ses-01", "FLAIR")
+    _save(flair, np.asarray(nib.load(str(root / _name("sub-01", "ses-01"))).dataobj, np.float32), far)
+    cases["FLAIR does not overlap"] = ("sub-01", "ses-01", flair, "FLAIR not used")
     # duplicate session folders (ses-2 is ses-02) and a session without a post-contrast scan
     dup = root / "sub-01" / "ses-2"
     shutil.copytree(root / "sub-01" / "ses-02", dup)
@@ -135,7 +140,7 @@ def test_exit_code_says_something_failed(serial_run):
 @pytest.mark.parametrize("case", [
     "zero bytes", "truncated", "not NIfTI", "NaN voxels", "Inf voxels", "4D", "2D",
     "singular affine", "missing affine", "absurd voxels", "bad follow-up", "bad baseline",
-    "pre does not overlap", "duplicate session", "no post-contrast"])
+    "pre does not overlap", "FLAIR does not overlap", "duplicate session", "no post-contrast"])
 def test_each_bad_input_has_a_one_line_error_naming_its_file(corpus, serial_run, case):
     _, cases = corpus
     _, out = serial_run
@@ -146,7 +151,7 @@ def test_each_bad_input_has_a_one_line_error_naming_its_file(corpus, serial_run,
     reason = hits[0]["reason"]
     assert words.lower() in reason.lower(), reason
     assert reason and "\n" not in reason and len(reason) < 300
-    level = "warning" if case == "pre does not overlap" else "error"
+    level = "warning" if case in ("pre does not overlap", "FLAIR does not overlap") else "error"
     assert hits[0]["level"] == level
 
 

@@ -92,6 +92,11 @@ def session_layer_data(review: Review, subject: str, session: str) -> list[tuple
                                "contrast_limits": contrast_limits(lay.pre), "visible": False,
                                **smooth},
                      "image"))
+    if lay.flair is not None:
+        data.append((lay.flair, {**common, "name": "FLAIR", "colormap": "gray",
+                                 "contrast_limits": contrast_limits(lay.flair), "visible": False,
+                                 **smooth},
+                     "image"))
     if lay.enhancement is not None:
         hi = float(max(np.percentile(lay.enhancement, 99.9), 1.0))
         data.append((lay.enhancement, {**common, "name": "enhancement", "colormap": "inferno",

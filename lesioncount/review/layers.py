@@ -71,6 +71,8 @@ class SessionLayers:
     is_baseline: bool
     post_path: Path
     pre_path: Path | None
+    flair: np.ndarray | None = None
+    flair_path: Path | None = None
 
 
 def read_sidecar(out: str | Path, subject: str, session: str) -> dict:
@@ -143,21 +145,27 @@ def load_session_layers(out: str | Path, subject: str, session: str, grid: Image
     enh = None
     if paths.enhancement.exists():
         enh = resample(load_image(paths.enhancement), grid, to_base).array
-    pre_path = _input_path(out, inputs.get("pre"))
-    pre = None
-    if pre_path is not None:
+    def same_session(key, to_post: Path, name: str):
+        """Another scan of the session (pre-contrast, FLAIR) through its transform to post."""
+        path = _input_path(out, inputs.get(key))
+        if path is None:
+            return None, None
         chain = []
-        if paths.pre_to_post.exists():
-            chain.append(load_transform(paths.pre_to_post))
+        if to_post.exists():
+            chain.append(load_transform(to_post))
         if to_base is not None:
             chain.append(to_base)
-        tx = sitk.CompositeTransform(chain) if chain else None  # pre(post(baseline point))
+        tx = sitk.CompositeTransform(chain) if chain else None  # scan(post(baseline point))
         try:
-            pre = resample(load_image(pre_path), grid, tx).array
+            return resample(load_image(path), grid, tx).array, path
         except InputError as e:
-            log.warning("pre-contrast scan not shown: %s", e)
+            log.warning("%s not shown: %s", name, e)
+            return None, path
+
+    pre, pre_path = same_session("pre", paths.pre_to_post, "pre-contrast scan")
+    flair, flair_path = same_session("flair", paths.flair_to_post, "FLAIR")
     return SessionLayers(subject, session, grid, post_g, pre, enh, labels, is_base,
-                         post_path, pre_path)
+                         post_path, pre_path, flair, flair_path)
 
 
 def contrast_limits(array: np.ndarray) -> tuple[float, float]:

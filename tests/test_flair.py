@@ -1,0 +1,170 @@
+"""FLAIR: its normalisation, its two rules in the classical detector, the phantom's FLAIR.
+
+The detector tests reuse the synthetic heads of test_classical and add a FLAIR on the same
+grid: normal tissue at 1 (x 400, noise sd 12, i.e. 3 %), optionally a hyperintense ball.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lesioncount.config import ClassicalConfig
+from lesioncount.errors import GridError
+from lesioncount.image import Image
+from lesioncount.segmentation.classical import detect, enhancement
+from lesioncount.segmentation.normalise import flair_ratio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_classical import BALL, CENTRE, count, head  # noqa: E402
+
+SPOT = (8.0, 6.0, -4.0)  # offset of BALL from CENTRE (mm)
+
+
+def flair_like(post: Image, brain, bright=(), seed=1, bias=0.0) -> Image:
+    """A FLAIR on post's grid: 1 in the brain, ``bright`` = ((offset, radius, value), ...)."""
+    aff = post.affine
+    ijk = np.indices(post.shape, dtype=np.float32)
+    w = np.tensordot(aff[:3, :3], ijk, 1) + aff[:3, 3][:, None, None, None]
+    f = np.ones(post.shape, np.float32)
+    for off, r, val in bright:
+        d = np.sqrt(sum((w[k] - CENTRE[k] - off[k]) ** 2 for k in range(3)))
+        f = np.where(d < r, val, f)
+    f = f * (1 + bias * (w[1] - CENTRE[1]) / 40.0)  # a smooth coil bias, +-bias over the head
+    f = f * 400 + np.random.default_rng(seed).normal(0, 12, post.shape)
+    return Image(np.where(brain, f, 0).astype(np.float32), aff)
+
+
+def test_flair_ratio_is_one_in_normal_tissue_and_follows_a_bias_field():
+    post, pre, brain = head()
+    fl = flair_like(post, brain, [(SPOT, 4.0, 1.5)], bias=0.1)
+    ref = pre.array / np.median(pre.array[brain])
+    r = flair_ratio(fl.array, ref, brain, post.spacing, 20.0)
+    aff = post.affine
+    ijk = np.indices(post.shape, dtype=np.float32)
+    w = np.tensordot(aff[:3, :3], ijk, 1) + aff[:3, 3][:, None, None, None]
+    d = np.sqrt(sum((w[k] - CENTRE[k] - SPOT[k]) ** 2 for k in range(3)))
+    normal = brain & (d > 8)
+    # the 20 % bias is divided out: normal tissue within a few % of 1 everywhere
+    assert abs(np.median(r[normal]) - 1.0) < 0.02
+    raw = fl.array / np.median(fl.array[normal])  # one global level: the bias stays
+    for half in (w[1] < CENTRE[1] - 15, w[1] > CENTRE[1] + 15):
+        err = abs(np.median(r[normal & half]) - 1.0)
+        # (most of it: a 20 mm normalised convolution lags a linear field near the edges)
+        assert err < 0.04 and err < 0.6 * abs(np.median(raw[normal & half]) - 1.0)
+    assert abs(np.median(r[d < 3]) - 1.5) < 0.1
+    assert np.all(r[~brain] == 0)
+
+
+def test_a_candidate_without_flair_correlate_is_rejected_and_one_with_it_kept():
+    post, pre, brain = head(lesions=[BALL])
+    assert count(detect(post, pre, brain), post.affine) == 1  # the T1 rules alone keep it
+    flat = detect(post, pre, brain, flair=flair_like(post, brain))
+    assert count(flat, post.affine) == 0
+    assert flat.info["rejected"]["no_flair"] == 1
+    bright = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 5.0, 1.4)]))
+    assert count(bright, post.affine) == 1
+    assert bright.info["rejected"]["no_flair"] == 0
+    feats = [f for f in bright.info["candidates"] if f["reason"] is None]
+    assert len(feats) == 1 and feats[0]["flair_ratio"] > 1.3
+
+
+def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
+    cfg = ClassicalConfig()
+    post, pre, brain = head(lesions=[("ball", SPOT, 3.0, 1.055)])
+    z, _ = enhancement(post, pre, brain)
+    # the premise: the lesion's peak lies between the FLAIR seed and the plain seed
+    assert cfg.flair_seed_z < z.max() < cfg.seed_z
+    assert count(detect(post, pre, brain), post.affine) == 0
+    assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
+    fl = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
+    assert count(detect(post, pre, brain, flair=fl), post.affine) == 1
+    # ... and a FLAIR lesion elsewhere does not lower the seed here
+    fl_far = flair_like(post, brain, [((-12.0, -10.0, 6.0), 4.0, 1.4)])
+    assert count(detect(post, pre, brain, flair=fl_far), post.affine) == 0
+
+
+def test_flair_off_the_post_grid_is_a_typed_error():
+    post, pre, brain = head(lesions=[BALL])
+    fl = flair_like(post, brain)
+    with pytest.raises(GridError, match="FLAIR shape"):
+        detect(post, pre, brain, flair=Image(fl.array[1:], fl.affine))
+    moved = fl.affine.copy()
+    moved[:3, 3] += 2.0
+    with pytest.raises(GridError, match="FLAIR affine"):
+        detect(post, pre, brain, flair=Image(fl.array, moved))
+
+
+def test_injected_lesions_are_flair_bright_and_the_t1_lesions_do_not_change():
+    from lesioncount.phantom import inject_lesions
+
+    post, pre, brain = head()
+    fl = flair_like(post, brain)
+    a = inject_lesions(post, pre, brain, 4, np.random.default_rng(3), diameter_mm=(5, 8))
+    b = inject_lesions(post, pre, brain, 4, np.random.default_rng(3), diameter_mm=(5, 8), flair=fl)
+    assert a[4] is None
+    np.testing.assert_array_equal(a[0].array, b[0].array)
+    np.testing.assert_array_equal(a[2], b[2])
+    f2, labels = b[4].array, b[2]
+    for rec in b[3]:
+        m = labels == rec["lesion"]
+        assert 1.0 <= rec["flair"] <= 1.8
+        gain = np.median(f2[m]) / np.median(fl.array[m])
+        assert abs(gain - rec["flair"]) < 0.1 + 0.1 * (rec["flair"] - 1), (gain, rec)
+    changed = f2 != fl.array
+    assert changed[labels > 0].all()
+    # the oedema reaches at most 1.4x a lesion's radius (<= 4 mm, jittered) beyond its centre
+    from scipy import ndimage as ndi
+    dist = ndi.distance_transform_edt(labels == 0, sampling=post.spacing)
+    assert dist[changed].max() <= 5.0
+
+
+@pytest.fixture(scope="module")
+def two_studies(tmp_path_factory):
+    from lesioncount.phantom import make_study
+
+    root = tmp_path_factory.mktemp("flair")
+    kw = dict(n_subjects=1, n_sessions=2, seed=4, backgrounds=("mni",), whole_head_fraction=0.0,
+              thick_slice_fraction=0.0, step_mm=2, arm_rates={"placebo": 3.0, "il2": 3.0})
+    return (make_study(root / "with", with_flair=True, **kw),
+            make_study(root / "without", with_flair=False, **kw))
+
+
+def test_phantom_flair_is_written_and_leaves_the_t1_scans_unchanged(two_studies):
+    with_, without = two_studies
+    flairs = sorted(with_.glob("sub-*/ses-*/anat/*_FLAIR.nii*"))
+    assert len(flairs) == 2 and not list(without.glob("sub-*/ses-*/anat/*_FLAIR.nii*"))
+    t1s = sorted(p.relative_to(without) for p in without.glob("sub-*/ses-*/anat/*T1w.nii*"))
+    assert len(t1s) == 4
+    for rel in t1s:
+        assert (with_ / rel).read_bytes() == (without / rel).read_bytes(), rel
+
+
+def test_phantom_lesions_are_flair_bright_and_the_mimics_are_not(two_studies):
+    from lesioncount.phantom.anatomy import CHOROID, SINUS, VEIN
+
+    study = two_studies[0]
+    truth = study / "derivatives" / "truth"
+    lesion_vals, mimic_vals, wm_vals = [], [], []
+    for fl_path in sorted(study.glob("sub-*/ses-*/anat/*_FLAIR.nii*")):
+        stem = fl_path.name.split("_FLAIR")[0]
+        sub, ses = stem.split("_")
+        fl = np.asarray(nib.load(str(fl_path)).dataobj, np.float32)
+        lab = np.asarray(nib.load(str(next(
+            (truth / sub / ses / "anat").glob("*desc-truth_dseg.nii.gz")))).dataobj)
+        mim = np.asarray(nib.load(str(next(
+            (truth / sub / ses / "anat").glob("*desc-mimics_dseg.nii.gz")))).dataobj)
+        t1w = [p for p in fl_path.parent.glob("*_T1w.nii*") if "gadolinium" not in p.name][0]
+        pre = np.asarray(nib.load(str(t1w)).dataobj, np.float32)
+        hi = np.percentile(pre[pre > 0], 90)
+        wm = (pre > 0.9 * hi) & (mim == 0) & (lab == 0)  # the brightest T1 tissue: white matter
+        lesion_vals.append(fl[lab > 0])
+        mimic_vals.append(fl[np.isin(mim, (VEIN, SINUS, CHOROID))])
+        wm_vals.append(fl[wm])
+    les, mim, wm = (np.median(np.concatenate(v)) for v in (lesion_vals, mimic_vals, wm_vals))
+    assert sum(len(v) for v in lesion_vals) > 0
+    assert les > 1.15 * wm, (les, wm)
+    assert mim < 0.95 * wm, (mim, wm)
