@@ -62,7 +62,9 @@ def test_flair_ratio_is_one_in_normal_tissue_and_follows_a_bias_field():
 def test_a_candidate_without_flair_correlate_is_rejected_and_one_with_it_kept():
     post, pre, brain = head(lesions=[BALL])
     assert count(detect(post, pre, brain), post.affine) == 1  # the T1 rules alone keep it
-    flat = detect(post, pre, brain, flair=flair_like(post, brain))
+    # (the override for strong enhancement off: this ball peaks far above it)
+    flat = detect(post, pre, brain, ClassicalConfig(flair_override_z=1e3),
+                  flair=flair_like(post, brain))
     assert count(flat, post.affine) == 0
     assert flat.info["rejected"]["no_flair"] == 1
     bright = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 5.0, 1.4)]))
@@ -70,6 +72,26 @@ def test_a_candidate_without_flair_correlate_is_rejected_and_one_with_it_kept():
     assert bright.info["rejected"]["no_flair"] == 0
     feats = [f for f in bright.info["candidates"] if f["reason"] is None]
     assert len(feats) == 1 and feats[0]["flair_ratio"] > 1.3
+
+
+def test_a_flair_that_fails_to_confirm_does_not_outweigh_strong_enhancement_but_a_dark_one_vetoes():
+    import dataclasses
+
+    post, pre, brain = head(lesions=[BALL])
+    subtle = flair_like(post, brain, [(SPOT, 5.0, 1.06)])  # e.g. diluted by partial volume
+    dark = flair_like(post, brain, [(SPOT, 5.0, 0.85)])  # FLAIR-dark: a vessel, not a lesion
+    cfg = ClassicalConfig()
+    det = detect(post, pre, brain, cfg, flair=subtle)
+    assert count(det, post.affine) == 1
+    kept = [f for f in det.info["candidates"] if f["reason"] is None]
+    # the premise: strong enhancement, a FLAIR between the veto and the confirmation
+    assert kept[0]["max_z"] >= cfg.flair_override_z
+    assert cfg.flair_veto_ratio < kept[0]["flair_ratio"] < cfg.flair_min_ratio
+    # the same candidate enhancing less than the override needs its FLAIR correlate
+    strict = dataclasses.replace(cfg, flair_override_z=kept[0]["max_z"] + 1)
+    assert count(detect(post, pre, brain, strict, flair=subtle), post.affine) == 0
+    # and a FLAIR darker than white matter vetoes it however strongly it enhances
+    assert count(detect(post, pre, brain, cfg, flair=dark), post.affine) == 0
 
 
 def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():

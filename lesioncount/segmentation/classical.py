@@ -212,8 +212,12 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "csf"
     if f["shell_level"] < cfg.min_shell_level:
         return "not_wm"
-    if f.get("flair_ratio") is not None and f["flair_ratio"] < cfg.flair_min_ratio:
-        return "no_flair"
+    fr = f.get("flair_ratio")
+    if fr is not None and fr < cfg.flair_min_ratio:
+        # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
+        # confirm does not outweigh strong enhancement
+        if fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z:
+            return "no_flair"
     return None
 
 
@@ -343,7 +347,8 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
         The one lesion definition (connectivity, minimum volume).
     flair : Image or None
         FLAIR of the same session on ``post``'s grid: candidates without FLAIR
-        hyperintensity are rejected ("no_flair") and FLAIR-bright ones seed from
+        hyperintensity are rejected ("no_flair") unless they enhance to
+        ``cfg.flair_override_z`` and are not FLAIR-dark; FLAIR-bright ones seed from
         ``cfg.flair_seed_z``. None: the T1 rules alone.
 
     Returns
