@@ -95,6 +95,22 @@ def test_accuracy_against_the_phantom_truth(run):
     assert ev["status"]["accuracy"] == 1.0
 
 
+def test_each_session_registers_and_uses_its_flair(run):
+    """The phantom writes a FLAIR per visit: each is registered onto its post-contrast scan
+    (a transform and a quality figure saved) and used by the classical detector."""
+    study, out, _ = run
+    sides = sorted(out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json"))
+    assert len(sides) == 6
+    for side_path in sides:
+        side = json.loads(side_path.read_text())
+        assert side["flair_used"] is True and side["inputs"]["flair"].endswith(
+            ("_FLAIR.nii", "_FLAIR.nii.gz"))
+        reg = side["registration"]["flair_to_post"]
+        assert reg["failed"] is False and reg["quality"] > 0.3
+        assert list(side_path.parent.glob("*from-FLAIR_to-ceT1w_mode-image_xfm.tfm"))
+        assert side["detection"]["flair"] is True
+
+
 def test_rerun_skips_every_unchanged_session(run):
     study, out, _ = run
     before = {p: p.stat().st_mtime_ns for p in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json")}
