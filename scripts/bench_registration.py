@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="at most this many pairs per source")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", help="only pairs whose name contains this (e.g. post_to_flair)")
     args = ap.parse_args(argv)
     cfg = RegistrationConfig(threads=args.threads)
     rows = []
@@ -202,6 +203,8 @@ def main(argv=None) -> int:
     if args.synthetic or not sources:
         sources.append(synthetic_pairs())
     for src in sources:
+        if args.only:
+            src = (p for p in src if args.only in p[0])
         if args.limit:
             import itertools
 
