@@ -13,7 +13,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    brain surface (dura, sinuses, cortical veins), mostly surrounded by CSF (choroid plexus in
    the ventricles), or too small (:class:`~lesioncount.config.LesionConfig`).
    With a FLAIR: rejected too when not FLAIR-hyperintense (veins, dura and choroid plexus are
-   not; active lesions are), and seeded from a lower threshold where FLAIR is hyperintense.
+   not; active lesions are) unless strongly enhancing and not FLAIR-dark, and seeded from a
+   lower threshold where FLAIR is hyperintense.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
