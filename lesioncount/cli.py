@@ -28,6 +28,10 @@ def _setup_logging(out: Path | None, quiet: bool) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
+    # Dask's own start-up chatter (scheduler, nannies, connections) is INFO on loggers of
+    # its own: on the console only lesioncount's INFO and everyone's warnings; the log
+    # file keeps all of it
+    console.addFilter(lambda r: r.name.split(".")[0] == "lesioncount" or r.levelno >= logging.WARNING)
     root.addHandler(console)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
