@@ -350,3 +350,21 @@ def test_chromium_probe_catches_a_broken_image(tmp_path):
                     "<img src='data:image/png;base64,AAAA' alt='broken'></body></html>")
     rec = _render_module().check_report(page)
     assert not rec["ok"] and rec["bad_images"] == ["broken"]
+
+
+def test_flair_registration_quality_is_shown_and_a_failed_one_flagged(tmp_path):
+    out = make_example_output(tmp_path, groups=(("il2", 1),), n_visits=3)
+    sides = sorted(out.glob("sub-01/ses-*/anat/*_desc-lesions_dseg.json"))
+    assert len(sides) == 3
+    for side_path, (q, failed) in zip(sides[1:], ((0.71, False), (0.12, True))):
+        side = json.loads(side_path.read_text())
+        side["registration"]["flair_to_post"] = {"quality": q, "failed": failed}
+        side_path.write_text(json.dumps(side))
+    checks = registration_checks(load_study(out), "sub-01")
+    assert [c.flair_quality for c in checks] == [None, 0.71, 0.12]
+    assert [c.flagged for c in checks] == [False, False, True]
+    reg = write_report(out).read_text()
+    reg = reg[reg.index("Registration to baseline"):]
+    assert "FLAIR&rarr;post quality 0.71" in reg
+    assert "FLAIR&rarr;post quality 0.12 (failed: FLAIR not used)" in reg
+    assert reg.index("ses-M02") < reg.index("ses-M01")  # the flagged visit first

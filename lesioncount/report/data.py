@@ -183,17 +183,19 @@ class RegistrationCheck:
     pre_quality: float | None
     pre_failed: bool
     reasons: tuple[str, ...]
+    flair_quality: float | None = None
+    flair_failed: bool = False  # FLAIR->post flagged failed (the FLAIR was not used)
 
     @property
     def flagged(self) -> bool:
-        return self.failed or self.pre_failed
+        return self.failed or self.pre_failed or self.flair_failed
 
 
 def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck]:
     """Registration quality and flags of each of a subject's sessions, in visit order.
 
-    A session is flagged when its registration to baseline or its pre->post registration
-    is marked failed in the sidecar, or when ``errors.tsv`` records a registration problem
+    A session is flagged when its registration to baseline, its pre->post or its
+    FLAIR->post registration is marked failed in the sidecar, or when ``errors.tsv`` records a registration problem
     for it (the pipeline writes no sidecar for a session whose registration to baseline
     failed).
     """
@@ -203,6 +205,7 @@ def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck
         side = data.sidecars.get((subject, ses), {})
         reg = side.get("registration") or {}
         tb, pp = reg.get("to_baseline") or {}, reg.get("pre_to_post") or {}
+        fp = reg.get("flair_to_post") or {}
         errs = data.errors[(data.errors["subject"] == subject) & (data.errors["session"] == ses)]
         reasons = tuple(str(r) for r in errs["reason"] if "registration" in str(r).lower())
         quality = tb.get("quality")
@@ -217,6 +220,8 @@ def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck
         failed = bool(tb.get("failed")) or any("baseline" in r.lower() for r in reasons)
         pre_failed = bool(pp.get("failed")) or any("pre-contrast" in r.lower() for r in reasons)
         is_base = bool(side.get("is_baseline")) if side else n == 0
+        flair_failed = bool(fp.get("failed")) or any(r.lower().startswith("flair")
+                                                      for r in reasons)
         out.append(RegistrationCheck(subject, ses, is_base, quality, failed, pp.get("quality"),
-                                     pre_failed, reasons))
+                                     pre_failed, reasons, fp.get("quality"), flair_failed))
     return out

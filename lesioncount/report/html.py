@@ -344,6 +344,9 @@ def _registration(data: StudyData, subject: str, checks: list[RegistrationCheck]
         if k.pre_quality is not None:
             detail.append(f"pre&rarr;post quality {fmt(k.pre_quality)}"
                           + (" (failed: pre-contrast not used)" if k.pre_failed else ""))
+        if k.flair_quality is not None:
+            detail.append(f"FLAIR&rarr;post quality {fmt(k.flair_quality)}"
+                          + (" (failed: FLAIR not used)" if k.flair_failed else ""))
         reasons = "".join(f"<br><span class='muted'>{esc(r)}</span>" for r in k.reasons)
         try:
             planes = ("axial", "coronal") if k.flagged else ("axial",)
