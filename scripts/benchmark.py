@@ -74,6 +74,8 @@ def study_part(args, out: Path) -> dict:
         print(f"phantom study made in {time.perf_counter() - t0:.0f} s", flush=True)
     res = {}
     for name, extra in RUNS:
+        if args.runs and name not in args.runs:
+            continue
         dest = out / f"run-{name}"
         cmd = ["run", str(study), "--out", str(dest), "--quiet", *extra]
         if args.workers:
@@ -209,6 +211,8 @@ def main(argv=None) -> int:
     ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
     ap.add_argument("--skip-study", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--runs", nargs="+", choices=[name for name, _ in RUNS],
+                    help="only these conditions of the phantom study (default: all)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
