@@ -468,8 +468,6 @@ def session_task(session: Session, baseline: Session, baseline_ok: bool, cfg: Pi
                                      f"internal error: {type(e).__name__}: {_one_line(e)}")
     rows = [err] if err else []
     for note in (side or {}).get("notes", []):
-        if isinstance(note, str):  # a sidecar written before notes named their file
-            note = {"file": str(session.pre or session.post), "note": note}
         rows.append(_error_row(session.subject, session.session, note["file"], note["note"],
                                "warning"))
     return side, rows

@@ -123,9 +123,8 @@ def study_pairs(study: Path):
                 if post == base:
                     continue
                 fixed, moving = base, post
-            elif r["transform"] in ("post_to_pre", "post_to_flair"):
-                fixed = post
-                moving = _pre_path(post) if r["transform"] == "post_to_pre" else _flair_path(post)
+            elif r["transform"] in SAME_SESSION:
+                fixed, moving = post, SAME_SESSION[r["transform"]](post)
                 if moving is None:
                     continue
             else:
@@ -147,14 +146,15 @@ def _post_path(study: Path, sub: str, ses: str) -> Path:
     return hits[0]
 
 
-def _pre_path(post: Path) -> Path | None:
-    hits = [p for p in post.parent.glob("*_T1w.nii*") if "ce-" not in p.name]
-    return sorted(hits)[0] if hits else None
-
-
-def _flair_path(post: Path) -> Path | None:
-    hits = sorted(post.parent.glob("*_FLAIR.nii*"))
+def _same_session(post: Path, pattern: str) -> Path | None:
+    """The first other scan of post's session matching ``pattern`` (not a ce- scan)."""
+    hits = sorted(p for p in post.parent.glob(pattern) if "ce-" not in p.name)
     return hits[0] if hits else None
+
+
+# truth_motion.tsv transform -> the moving scan of that session's pair
+SAME_SESSION = {"post_to_pre": lambda post: _same_session(post, "*_T1w.nii*"),
+                "post_to_flair": lambda post: _same_session(post, "*_FLAIR.nii*")}
 
 
 def run(pairs, cfg: RegistrationConfig) -> list[dict]:

@@ -195,9 +195,9 @@ def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck
     """Registration quality and flags of each of a subject's sessions, in visit order.
 
     A session is flagged when its registration to baseline, its pre->post or its
-    FLAIR->post registration is marked failed in the sidecar, or when ``errors.tsv`` records a registration problem
-    for it (the pipeline writes no sidecar for a session whose registration to baseline
-    failed).
+    FLAIR->post registration is marked failed in the sidecar, or when ``errors.tsv``
+    records a registration problem for it (the pipeline writes no sidecar for a session
+    whose registration to baseline failed).
     """
     out = []
     sessions = data.sessions_of(subject)
@@ -219,9 +219,9 @@ def registration_checks(data: StudyData, subject: str) -> list[RegistrationCheck
             quality = float(m.group(1).rstrip(".")) if m else None
         failed = bool(tb.get("failed")) or any("baseline" in r.lower() for r in reasons)
         pre_failed = bool(pp.get("failed")) or any("pre-contrast" in r.lower() for r in reasons)
-        is_base = bool(side.get("is_baseline")) if side else n == 0
         flair_failed = bool(fp.get("failed")) or any(r.lower().startswith("flair")
                                                       for r in reasons)
+        is_base = bool(side.get("is_baseline")) if side else n == 0
         out.append(RegistrationCheck(subject, ses, is_base, quality, failed, pp.get("quality"),
                                      pre_failed, reasons, fp.get("quality"), flair_failed))
     return out

@@ -213,12 +213,12 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "csf"
     if f["shell_level"] < cfg.min_shell_level:
         return "not_wm"
+    # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
+    # confirm does not outweigh strong enhancement
     fr = f.get("flair_ratio")
-    if fr is not None and fr < cfg.flair_min_ratio:
-        # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
-        # confirm does not outweigh strong enhancement
-        if fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z:
-            return "no_flair"
+    if fr is not None and fr < cfg.flair_min_ratio and (
+            fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z):
+        return "no_flair"
     return None
 
 
