@@ -44,7 +44,7 @@ from scipy import ndimage as ndi
 
 from .config import BrainConfig
 from .errors import InputError
-from .image import Image, voxel_sizes
+from .image import Image, mask_box, voxel_sizes
 from .morphology import fill_holes
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,39 @@ def _dist_outside(mask: np.ndarray, spacing) -> np.ndarray:
     return ndi.distance_transform_edt(~mask, sampling=spacing)
 
 
-def _dist_inside(mask: np.ndarray, spacing) -> np.ndarray:
-    """Distance (mm) from each voxel of ``mask`` to the nearest voxel outside it.
-
-    The grid's edge counts as outside: a head cut by the field of view (vertex, neck)
-    shows its scalp en face in the last slice, which must erode from there too.
-    """
-    d = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)
-    return d[1:-1, 1:-1, 1:-1]
+def _boxed(mask: np.ndarray, spacing, reach_mm: float):
+    """The box of ``mask`` grown by ``reach_mm`` and one voxel: a dilation by up to
+    ``reach_mm``, or an erosion, of ``mask`` is the same computed on this box alone
+    (a whole head's brain fills about half of its field of view)."""
+    return mask_box(mask, spacing, reach_mm + float(np.max(spacing)))
 
 
 def _dilate(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
-    return mask | (_dist_outside(mask, spacing) <= r_mm) if r_mm > 0 else mask
+    if r_mm <= 0 or not mask.any():
+        return mask
+    box = _boxed(mask, spacing, r_mm)
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = _dist_outside(mask[box], spacing) <= r_mm
+    return out
 
 
-def _erode(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
-    return _dist_inside(mask, spacing) > r_mm if r_mm > 0 else mask
+def _erode(mask: np.ndarray, r_mm: float, spacing, edge_outside: bool = True) -> np.ndarray:
+    """Voxels of ``mask`` more than ``r_mm`` from any voxel outside it.
+
+    ``edge_outside``: the grid's edge counts as outside (a head cut by the field of view,
+    vertex or neck, shows its scalp en face in the last slice, which must erode from there too).
+    """
+    if r_mm <= 0 or not mask.any():
+        return mask
+    box = _boxed(mask, spacing, 0.0)
+    sub = mask[box]
+    if edge_outside:
+        d = ndi.distance_transform_edt(np.pad(sub, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    else:
+        d = ndi.distance_transform_edt(sub, sampling=spacing)
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = d > r_mm
+    return out
 
 
 def _close(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
@@ -88,8 +105,7 @@ def _close(mask: np.ndarray, r_mm: float, spacing) -> np.ndarray:
     # pad so that the dilation does not hit the grid's edge and the erosion is not biased
     pad = [int(np.ceil(r_mm / s)) + 1 for s in spacing]
     m = np.pad(mask, [(p, p) for p in pad])
-    m = ~(_dist_outside(m, spacing) <= r_mm)  # complement of the dilation
-    m = ~(_dilate(m, r_mm, spacing))          # erosion of the dilation
+    m = _erode(_dilate(m, r_mm, spacing), r_mm, spacing, edge_outside=False)
     return m[tuple(slice(p, -p) for p in pad)] | mask
 
 
@@ -198,7 +214,7 @@ def _neck_cut(core: np.ndarray, s: np.ndarray, sp: np.ndarray, cfg: BrainConfig)
     if not opened.any():
         return core
     keep = _brain_parts(opened, s)
-    return _largest_component(core & (_dist_outside(keep, sp) <= cfg.neck_open_mm))
+    return _largest_component(core & _dilate(keep, cfg.neck_open_mm, sp))
 
 
 def _grow(s: np.ndarray, head: np.ndarray, t: float, tissue: np.ndarray, core: np.ndarray,
@@ -213,7 +229,7 @@ def _grow(s: np.ndarray, head: np.ndarray, t: float, tissue: np.ndarray, core: n
         bright = s > cfg.bright_factor * float(np.percentile(s[core], 99))
         tissue = tissue & ~bright
         core = core & ~bright
-    brain = tissue & (_dist_outside(core, sp) <= cfg.erode_mm + 0.5 * sp.min())
+    brain = tissue & _dilate(core, cfg.erode_mm + 0.5 * sp.min(), sp)
     brain = _largest_component(brain)
     brain = fill_holes(_close(brain, cfg.close_mm, sp))
     ratio = float(brain.sum() / max(1, head.sum()))

@@ -85,8 +85,22 @@ def to_sitk(image: Image, dtype=np.float32):
     import SimpleITK as sitk
 
     arr = np.ascontiguousarray(np.transpose(image.array.astype(dtype, copy=False)))
-    out = sitk.GetImageFromArray(arr)
-    lps = _FLIP @ image.affine
+    return _set_geometry(sitk.GetImageFromArray(arr), image.affine)
+
+
+def sitk_grid(image: Image, value: int = 0):
+    """A SimpleITK uint8 image on ``image``'s grid filled with ``value``, without copying
+    its array (a reference grid for resampling, a field-of-view mask)."""
+    import SimpleITK as sitk
+
+    out = sitk.Image([int(n) for n in image.shape], sitk.sitkUInt8)
+    if value:
+        out = out + int(value)
+    return _set_geometry(out, image.affine)
+
+
+def _set_geometry(out, affine: np.ndarray):
+    lps = _FLIP @ affine
     spacing = voxel_sizes(lps)
     direction = lps[:3, :3] / spacing
     out.SetSpacing([float(s) for s in spacing])
@@ -155,9 +169,46 @@ def resample(
         "bspline": sitk.sitkBSpline,
     }[interpolation]
     moving = to_sitk(image, dtype=dtype)
-    ref = to_sitk(reference.like(np.zeros(reference.shape, dtype=np.uint8)), dtype=np.uint8)
+    ref = sitk_grid(reference)
     tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
     pixel = sitk.sitkInt32 if is_label else sitk.sitkFloat32
     out = sitk.Resample(moving, ref, tx, interp, float(default), pixel)
     res = from_sitk(out)
     return Image(res.array, reference.affine)
+
+
+def mask_box(mask: np.ndarray, spacing, margin_mm: float,
+             align=(1, 1, 1)) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask``'s voxels grown by ``margin_mm``, clipped to the grid.
+
+    A whole-head field of view is about twice the brain's bounding box; the stages that
+    only look at the brain and a few millimetres around it run on this box. Its start
+    along each axis is lowered to a multiple of ``align`` (a filter working in blocks
+    then sees the same blocks as on the whole grid). The whole grid when the mask is empty.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return tuple(slice(0, n) for n in m.shape)
+    pad = np.ceil(float(margin_mm) / np.asarray(spacing, dtype=float)).astype(int)
+    box = []
+    for axis, n in enumerate(m.shape):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
+        start = max(0, int(hit[0]) - int(pad[axis]))
+        start -= start % int(align[axis])
+        box.append(slice(start, min(n, int(hit[-1]) + 1 + int(pad[axis]))))
+    return tuple(box)
+
+
+def crop(image: Image, box: tuple[slice, slice, slice]) -> Image:
+    """``image.array[box]`` (a view) with its affine: every voxel keeps its world position."""
+    lo = np.array([s.start or 0 for s in box], dtype=float)
+    aff = image.affine.copy()
+    aff[:3, 3] = apply_affine(image.affine, lo)
+    return Image(image.array[box], aff)
+
+
+def uncrop(array: np.ndarray, box: tuple[slice, slice, slice], shape, fill=0) -> np.ndarray:
+    """``array`` (the values on ``box``) placed on the whole grid of ``shape``, ``fill`` elsewhere."""
+    out = np.full(tuple(shape), fill, dtype=array.dtype)
+    out[box] = array
+    return out

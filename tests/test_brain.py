@@ -236,3 +236,35 @@ def test_phantom_whole_head_as_acquired_thick_slices(seed):
     mask = brain_mask(Image(img, grid.affine), BrainConfig())
     assert dice(mask, truth) >= 0.93
     assert mask.sum() < 1.15 * truth.sum()
+
+
+def test_boxed_dilation_erosion_closing_equal_the_whole_grid_ones():
+    """brain.py dilates and erodes on the mask's box only; the result must be that of the
+    distance transform over the whole grid (grid edges counting as outside for erosion)."""
+    from lesioncount.brain import _close, _dilate, _erode
+
+    def dilate_ref(m, r, sp):
+        return m | (ndi.distance_transform_edt(~m, sampling=sp) <= r)
+
+    def erode_ref(m, r, sp):
+        return ndi.distance_transform_edt(np.pad(m, 1), sampling=sp)[1:-1, 1:-1, 1:-1] > r
+
+    def close_ref(m, r, sp):
+        pad = [int(np.ceil(r / s)) + 1 for s in sp]
+        p = np.pad(m, [(q, q) for q in pad])
+        d = dilate_ref(p, r, sp)
+        e = ~dilate_ref(~d, r, sp)
+        return e[tuple(slice(q, -q) for q in pad)] | m
+
+    rng = np.random.default_rng(5)
+    for sp in [(1.0, 1.0, 1.0), (1.0, 1.2, 3.0)]:
+        sp = np.asarray(sp)
+        for trial in range(4):
+            m = ndi.gaussian_filter(rng.normal(size=(40, 36, 24)), 2.0) > 0.12
+            m[:, :, :3] = False
+            if trial % 2:  # touching a face of the grid, as a head cut by the field of view
+                m[:6, 10:20, 5:15] = True
+            for r in (2.0, 4.5):
+                np.testing.assert_array_equal(_dilate(m, r, sp), dilate_ref(m, r, sp))
+                np.testing.assert_array_equal(_erode(m, r, sp), erode_ref(m, r, sp))
+                np.testing.assert_array_equal(_close(m, r, sp), close_ref(m, r, sp))
