@@ -112,6 +112,17 @@ class RegistrationConfig:
     # Masks are dilated by this much for the metric so the brain's own edge (a strong
     # feature shared by every contrast) is inside the sampled region.
     mask_dilation_mm: float = 3.0
+    # The metric only samples the (dilated) brain, so the images are cropped to its
+    # bounding box plus this margin before the pyramid is built: the coarsest level smooths
+    # with 2 mm and shrinks by 4, and 12 mm beyond the dilated mask keeps both unchanged
+    # where samples fall. A 1 mm whole head is about twice its brain's box (measured on
+    # one 242x216x206 whole head, pre->post: 4.2 -> 3.4 s on one core, translation within
+    # 0.02 mm of the uncropped result). 0 turns cropping off.
+    crop_margin_mm: float = 12.0
+    # A moving scan without a mask (same-session pre-contrast or FLAIR) is cropped to where
+    # the fixed box lands after the centred start, plus this much for the motion the
+    # optimiser still has to find (a few mm within a session).
+    crop_search_mm: float = 20.0
     # Gaussian scale of the gradient magnitudes in the quality figure: larger than a
     # 3 mm slice so 1 mm and 3 mm-slice scans of one head correlate well when aligned.
     quality_sigma_mm: float = 2.0

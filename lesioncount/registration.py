@@ -40,7 +40,7 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .errors import ConfigError, InputError, RegistrationError
-from .image import Image, lps_to_ras, ras_to_lps, to_sitk
+from .image import Image, crop, lps_to_ras, mask_box, ras_to_lps, sitk_grid, to_sitk
 
 log = logging.getLogger(__name__)
 
@@ -154,39 +154,49 @@ def _new_transform(kind: str):
     raise ConfigError(f"registration.transform must be 'rigid' or 'affine', got {kind!r}")
 
 
-def _initial_transform(fixed_s, moving_s, fixed_m, moving_m, cfg: RegistrationConfig):
+def _initial_transform(fixed: Image, moving: Image, ranges, init_masks,
+                       cfg: RegistrationConfig):
     """Centred initialisation: the fixed centre (of mass) is mapped onto the moving one.
 
-    With both masks, their centres of mass are used (whole head vs brain only then starts
-    at the brain centres); otherwise the intensity moments, or the grid centres.
+    With both ``init_masks``, their centres of mass are used (whole head vs brain only
+    then starts at the brain centres); otherwise the intensity moments of the whole
+    (robustly scaled) images, or the grid centres.
     """
     import SimpleITK as sitk
 
     tx = _new_transform(cfg.transform)
     if cfg.initialization == "geometry":
         mode = sitk.CenteredTransformInitializerFilter.GEOMETRY
-        return sitk.CenteredTransformInitializer(fixed_s, moving_s, tx, mode)
+        f, m = sitk_grid(fixed), sitk_grid(moving)
+        return sitk.CenteredTransformInitializer(f, m, tx, mode)
     mode = sitk.CenteredTransformInitializerFilter.MOMENTS
-    if fixed_m is not None and moving_m is not None:
-        f, m = sitk.Cast(fixed_m, sitk.sitkFloat32), sitk.Cast(moving_m, sitk.sitkFloat32)
+    if init_masks[0] is not None and init_masks[1] is not None:
+        f = sitk.Cast(_mask_sitk(init_masks[0], fixed, "fixed_mask"), sitk.sitkFloat32)
+        m = sitk.Cast(_mask_sitk(init_masks[1], moving, "moving_mask"), sitk.sitkFloat32)
     else:  # one centre from a mask and one from a whole image would not correspond
-        f, m = sitk.Clamp(fixed_s, lowerBound=0.0), sitk.Clamp(moving_s, lowerBound=0.0)
+        f = sitk.Clamp(_robust_scale(fixed, ranges[0]), lowerBound=0.0)
+        m = sitk.Clamp(_robust_scale(moving, ranges[1]), lowerBound=0.0)
     return sitk.CenteredTransformInitializer(f, m, tx, mode)
 
 
-def _robust_scale(img: Image, mask: np.ndarray | None) -> Image:
-    """Intensities clipped to the 0.5-99.5 percentiles of the (masked) image, scaled to 0-1.
-
-    Keeps a few very bright voxels (vessels, fat) from squeezing the MI histogram.
-    """
-    a = np.asarray(img.array, dtype=np.float32)
+def _intensity_range(img: Image, mask: np.ndarray | None) -> tuple[float, float]:
+    """The 0.5 and 99.5 percentiles of the image inside ``mask`` (of its positive voxels
+    without one): a few very bright voxels (vessels, fat) must not squeeze the MI histogram."""
+    a = np.asarray(img.array)
     vals = a[mask.astype(bool)] if mask is not None else a[a > 0]
     if vals.size == 0:
         vals = a.ravel()
-    lo, hi = np.percentile(vals, [0.5, 99.5])
+    lo, hi = np.percentile(vals.astype(np.float32, copy=False), [0.5, 99.5])
     if not np.isfinite(hi - lo) or hi <= lo:
         raise InputError(None, "image has no intensity range to register on")
-    return img.like(np.clip((a - lo) / (hi - lo), -0.1, 1.1).astype(np.float32))
+    return float(lo), float(hi)
+
+
+def _robust_scale(img: Image, lo_hi: tuple[float, float]):
+    """``img`` as SimpleITK float32, ``lo_hi`` mapped to 0-1 and clipped to [-0.1, 1.1]."""
+    lo, hi = lo_hi
+    a = np.asarray(img.array, dtype=np.float32)
+    return to_sitk(img.like(np.clip((a - lo) / (hi - lo), -0.1, 1.1).astype(np.float32)))
 
 
 def register(
@@ -268,12 +278,17 @@ def _register_once(fixed: Image, moving: Image, cfg: RegistrationConfig,
     import SimpleITK as sitk
 
     threads = _threads(cfg)
-    fixed_m = _mask_sitk(fixed_mask, fixed, "fixed_mask")
-    moving_m = _mask_sitk(moving_mask, moving, "moving_mask")
-    fixed_s = to_sitk(_robust_scale(fixed, fixed_mask))
-    moving_s = to_sitk(_robust_scale(moving, moving_mask))
-    init = _initial_transform(fixed_s, moving_s, _mask_sitk(init_masks[0], fixed, "fixed_mask"),
-                              _mask_sitk(init_masks[1], moving, "moving_mask"), cfg)
+    ranges = (_intensity_range(fixed, fixed_mask), _intensity_range(moving, moving_mask))
+    init = _initial_transform(fixed, moving, ranges, init_masks, cfg)
+    # The pyramid is built over the boxes the metric can reach, not the whole heads.
+    fbox, mbox = _metric_boxes(fixed, moving, fixed_mask, moving_mask, init, cfg)
+    fixed_c, moving_c = crop(fixed, fbox), crop(moving, mbox)
+    fmask_c = fixed_mask[fbox] if fixed_mask is not None else None
+    mmask_c = moving_mask[mbox] if moving_mask is not None else None
+    fixed_m = _mask_sitk(fmask_c, fixed_c, "fixed_mask")
+    moving_m = _mask_sitk(mmask_c, moving_c, "moving_mask")
+    fixed_s = _robust_scale(fixed_c, ranges[0])  # a crop is scaled as its whole scan
+    moving_s = _robust_scale(moving_c, ranges[1])
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetNumberOfThreads(threads)
@@ -285,7 +300,7 @@ def _register_once(fixed: Image, moving: Image, cfg: RegistrationConfig,
     reg.MetricUseMovingImageGradientFilterOff()
     # A fixed number of samples per level (not a fraction of the grid): the cost per
     # iteration no longer grows with the field of view or the resolution.
-    n_vox = _count_voxels(fixed_mask, fixed)
+    n_vox = _count_voxels(fmask_c, fixed_c)
     pct = []
     for s in cfg.shrink_factors:
         n_level = max(1.0, n_vox / float(s) ** 3)
@@ -323,12 +338,46 @@ def _register_once(fixed: Image, moving: Image, cfg: RegistrationConfig,
     metric = float(reg.GetMetricValue())
     stop = reg.GetOptimizerStopConditionDescription()
     with _itk_threads(threads):
-        quality = alignment_quality(fixed, moving, tx, fixed_mask=fixed_mask, cfg=cfg)
+        # (on the boxes: the quality grid covers the fixed mask, which the fixed box holds
+        # and an aligned moving box holds with its margin)
+        quality = alignment_quality(fixed_c, moving_c, tx, fixed_mask=fmask_c, cfg=cfg)
     diverged = not (np.isfinite(metric) and np.all(np.isfinite(tx.GetParameters())))
     failed = bool(diverged or not np.isfinite(quality) or quality < cfg.min_quality)
     return Registration(transform=tx, quality=float(quality), failed=failed, metric=metric,
                         iterations=int(counter["n"]), seconds=time.perf_counter() - t0,
                         stop_reason=stop)
+
+
+def _metric_boxes(fixed: Image, moving: Image, fixed_mask, moving_mask, init,
+                  cfg: RegistrationConfig):
+    """Boxes of the fixed and moving grids that the metric can reach (whole grids when off).
+
+    Fixed: its mask's box grown by the mask dilation and ``cfg.crop_margin_mm``. Moving:
+    likewise from its own mask, or, without one, the fixed box mapped by the initial
+    transform and grown by ``cfg.crop_search_mm`` more.
+    """
+    whole_f = tuple(slice(0, n) for n in fixed.shape)
+    whole_m = tuple(slice(0, n) for n in moving.shape)
+    if cfg.crop_margin_mm <= 0 or fixed_mask is None:
+        return whole_f, whole_m
+    grow = cfg.mask_dilation_mm + cfg.crop_margin_mm
+    fbox = mask_box(fixed_mask, fixed.spacing, grow)
+    if moving_mask is not None:
+        return fbox, mask_box(moving_mask, moving.spacing, grow)
+    corners = np.array([[a, b, c] for a in (fbox[0].start, fbox[0].stop - 1)
+                        for b in (fbox[1].start, fbox[1].stop - 1)
+                        for c in (fbox[2].start, fbox[2].stop - 1)], dtype=float)
+    pts = ras_to_lps(fixed.world(corners))
+    mapped = lps_to_ras(np.array([init.TransformPoint([float(v) for v in p]) for p in pts]))
+    ijk = (mapped - moving.affine[:3, 3]) @ np.linalg.inv(moving.affine[:3, :3]).T
+    pad = cfg.crop_search_mm / moving.spacing
+    lo = np.floor(ijk.min(axis=0) - pad).astype(int)
+    hi = np.ceil(ijk.max(axis=0) + pad).astype(int) + 1
+    mbox = tuple(slice(int(np.clip(a, 0, n)), int(np.clip(b, 0, n)))
+                 for a, b, n in zip(lo, hi, moving.shape))
+    if any(s.stop - s.start < 2 for s in mbox):  # the start maps off the grid: keep it all
+        mbox = whole_m
+    return fbox, mbox
 
 
 def _count_voxels(mask: np.ndarray | None, image: Image) -> float:
@@ -429,8 +478,12 @@ def alignment_quality(
     gm = _gradient_magnitude(to_sitk(warped), cfg.quality_sigma_mm)
     # Only where the moving image was sampled (outside its field of view the resampled
     # image is flat and would pull the figure down for partial-coverage scans).
-    inside = resample(moving.like(np.ones(moving.shape, np.uint8)), grid, transform,
-                      interpolation="nearest").array > 0
+    import SimpleITK as sitk
+
+    tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
+    inside = np.transpose(sitk.GetArrayFromImage(sitk.Resample(
+        sitk_grid(moving, 1), sitk_grid(grid), tx, sitk.sitkNearestNeighbor, 0,
+        sitk.sitkUInt8))) > 0
     m = m & inside
     if m.sum() < 100:
         return float("nan")
