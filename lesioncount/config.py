@@ -365,6 +365,10 @@ class PipelineConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     # Eligibility: "more than 2 Gd+ lesions at inclusion" excludes (trial.md).
     max_baseline_gd: int = 2
+    # The detector runs on the brain mask's bounding box grown by this much (its maps are
+    # 0 outside the brain anyway). Its one filter that reads outside the brain is the
+    # 0.7 mm smoothing (3 mm reach at 4 sigma); the wider ones are masked to the brain.
+    crop_margin_mm: float = 10.0
 
     def __post_init__(self):
         if self.detector not in DETECTORS:

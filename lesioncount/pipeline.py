@@ -30,11 +30,12 @@ from . import __version__
 from .config import PipelineConfig
 from .dataset import Session, Study, Subject, discover
 from .errors import GridError, InputError, LesionCountError, RegistrationError
-from .image import Image, apply_affine, isotropic_grid, resample
+from .image import Image, apply_affine, crop, isotropic_grid, mask_box, resample
 from .io import (atomic_path, file_sha256, load_image, remove_partial_files, save_image,
                  write_json)
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
+from .segmentation.normalise import coarse_factor
 from .stability import Visit, stable_foci
 
 log = logging.getLogger(__name__)
@@ -169,13 +170,19 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         except InputError as e:
             notes.append(_note(session.pre, f"pre-contrast scan not used: {e}"))
 
-    flair_on_post, flair_reg = None, None
+    # Detection runs on the brain's box (a 1 mm whole head is about twice that), aligned
+    # to the detector's coarse blocks: its result is that of the whole grid, voxel for voxel.
+    box = mask_box(brain, post.spacing, cfg.crop_margin_mm, align=coarse_factor(post.spacing))
+    post_c = crop(post, box)
+    flair_c, flair_reg = None, None
     if session.flair is not None and cfg.use_flair:
-        flair_on_post, flair_reg = _register_same_session(session.flair, "FLAIR", post, brain,
-                                                          cfg, timings, notes)
+        flair_c, flair_reg = _register_same_session(session.flair, "FLAIR", post, brain,
+                                                    cfg, timings, notes, grid=post_c)
 
     t = time.perf_counter()
-    det = detect(post, pre_on_post, brain, cfg, flair=flair_on_post)
+    det = detect(post_c, crop(pre_on_post, box) if pre_on_post is not None else None,
+                 brain[box], cfg, flair=flair_c)
+    det = _uncrop_detection(det, box, post.shape)
     timings["detect"] = time.perf_counter() - t
 
     base_reg = None
@@ -214,7 +221,7 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
                    "flair": str(session.flair) if session.flair else None,
                    "baseline_post": str(baseline.post), "sha256": hashes},
         "pre_used": pre_on_post is not None,
-        "flair_used": flair_on_post is not None and cfg.detector != "unet",
+        "flair_used": flair_c is not None and cfg.detector != "unet",
         "registration": {
             "pre_to_post": pre_reg.to_dict() if pre_reg is not None else None,
             "flair_to_post": flair_reg.to_dict() if flair_reg is not None else None,
@@ -233,11 +240,30 @@ def _note(path, text: str) -> dict:
     return {"file": str(path) if path else None, "note": text}
 
 
+def _uncrop_detection(det, box, shape):
+    """A detection made on ``box`` of a grid, put back on the whole grid (nothing outside it:
+    enhancement, probability and mask are 0 outside the brain) with its candidates' voxel
+    centroids in the whole grid's indices."""
+    from .image import uncrop
+    from .segmentation import Detection
+
+    lo = [s.start for s in box]
+    info = dict(det.info)
+    if "candidates" in info:
+        info["candidates"] = [
+            dict(c, centroid_ijk=[v + o for v, o in zip(c["centroid_ijk"], lo)])
+            if c.get("centroid_ijk") is not None else c for c in info["candidates"]]
+    return Detection(enhancement=uncrop(det.enhancement, box, shape),
+                     probability=uncrop(det.probability, box, shape),
+                     mask=uncrop(det.mask, box, shape), info=info)
+
+
 def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg: PipelineConfig,
-                           timings: dict, notes: list):
+                           timings: dict, notes: list, grid: Image | None = None):
     """Another scan of the session (FLAIR) rigidly onto the post-contrast grid.
 
-    Returns ``(image on post's grid or None, registration result or None)``; a scan that
+    Returns ``(image on post's grid, or on ``grid``, a part of it; or None, registration
+    result or None)``; a scan that
     cannot be read, does not overlap or registers badly is left out with a note (the
     session is still counted from its T1 scans).
     """
@@ -259,7 +285,7 @@ def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg:
         notes.append(_note(path, f"{name} registration looks failed (quality {reg.quality:.3f}); "
                                  f"not used"))
         return None, reg
-    return resample(img, post, reg.transform), reg
+    return resample(img, grid if grid is not None else post, reg.transform), reg
 
 
 def _save_transform(transform, path: Path) -> None:

@@ -288,3 +288,34 @@ def test_vessel_piece_rule():
     assert not _is_vessel_piece({"volume_mm3": 600.0}, vessel, cfg)          # most of the parent
     big = cfg.vessel_piece_max_mm3 + 10
     assert not _is_vessel_piece({"volume_mm3": big}, dict(vessel, volume_mm3=10 * big), cfg)
+
+
+@pytest.mark.parametrize("thick", [False, True])
+def test_detection_on_the_brain_box_is_the_whole_grid_result(thick):
+    """The pipeline detects on the brain's box (a whole head is twice that): aligned to
+    the coarse blocks of the smoothing, the result is the whole grid's, voxel for voxel."""
+    from lesioncount.config import PipelineConfig
+    from lesioncount.image import crop, mask_box
+    from lesioncount.pipeline import _uncrop_detection
+    from lesioncount.segmentation.normalise import coarse_factor
+
+    tube = ("tube", (0.0, -12.0, 8.0), 1.2, 1.8)
+    post, pre, brain = head(thick=thick, lesions=[BALL, tube], seed=3)
+    pad = [(13, 9), (7, 15), (11, 10)]  # a larger field of view, off the block grid
+    lo = np.array([p[0] for p in pad], float)
+    aff = post.affine.copy()
+    aff[:3, 3] = post.world(-lo)
+    post = Image(np.pad(post.array, pad), aff)
+    pre = Image(np.pad(pre.array, pad), aff)
+    brain = np.pad(brain, pad)
+    whole = detect(post, pre, brain)
+    box = mask_box(brain, post.spacing, PipelineConfig().crop_margin_mm,
+                   align=coarse_factor(post.spacing))
+    assert np.prod([s.stop - s.start for s in box]) < 0.8 * brain.size
+    part = _uncrop_detection(detect(crop(post, box), crop(pre, box), brain[box]), box, post.shape)
+    assert count(whole, aff) == 1
+    np.testing.assert_array_equal(part.mask, whole.mask)
+    np.testing.assert_array_equal(part.enhancement, whole.enhancement)
+    np.testing.assert_array_equal(part.probability, whole.probability)
+    assert ([c["centroid_ijk"] for c in part.info["candidates"]]
+            == [c["centroid_ijk"] for c in whole.info["candidates"]])

@@ -26,8 +26,20 @@ MAD_TO_SIGMA = 1.4826  # sigma of a normal distribution = 1.4826 x its median ab
 FIT_SAMPLES = 300_000
 
 
+COARSE_MM = 4.0  # block size of smooth_masked's coarse grid
+
+
+def coarse_factor(spacing, coarse_mm: float = COARSE_MM) -> np.ndarray:
+    """Voxels per coarse block along each axis (blocks start at index 0 of the grid).
+
+    A crop whose start is a multiple of this along each axis, and which holds the whole
+    mask, gets exactly the values of the whole grid from :func:`smooth_masked`.
+    """
+    return np.maximum(1, np.round(coarse_mm / np.asarray(spacing, dtype=float))).astype(int)
+
+
 def smooth_masked(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
-                  spacing: np.ndarray, coarse_mm: float = 4.0) -> np.ndarray:
+                  spacing: np.ndarray, coarse_mm: float = COARSE_MM) -> np.ndarray:
     """Normalised convolution of ``values`` over ``weights`` at a large scale.
 
     Computed on a coarse grid (block means of ``coarse_mm``) and interpolated back, so a
@@ -35,7 +47,7 @@ def smooth_masked(values: np.ndarray, weights: np.ndarray, sigma_mm: float,
     result is the nearest supported value (the global weighted mean as last resort).
     """
     spacing = np.asarray(spacing, dtype=float)
-    f = np.maximum(1, np.round(coarse_mm / spacing)).astype(int)
+    f = coarse_factor(spacing, coarse_mm)
     shape = np.asarray(values.shape)
     pad = (-shape) % f
     w = np.pad(weights.astype(np.float32), [(0, p) for p in pad])
