@@ -11,6 +11,9 @@ and the ``*_ce-gadolinium_desc-lesions_dseg.nii.gz`` label maps) and a phantom's
 - counts: per-session ``gd_count`` and ``new_gd_count`` errors (result - truth), their mean
   absolute value and the fraction exact; per subject the cumulative new count error and
   the fraction exact (subjects with every session evaluated); eligibility agreement.
+- the endpoint per arm (``group`` of the truth's subjects): mean cumulative new count as
+  counted and as true, the fraction of true new lesions counted, and with two arms the
+  ratio of their means (what the trial compares), counted and true.
 - status: of matched true lesions, how often the best-overlapping detection has the
   same status (baseline / new / persistent).
 - the lesion-wise figures split by acquisition (``3d1mm`` / ``2d3mm``), whole head and
@@ -323,7 +326,8 @@ def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
         sess = sessions_of.get(sub, [])
         complete = bool(sess) and all((sub, s) in ok_sessions for s in sess)
         base_ok = bool(sess) and (sub, sess[0]) in ok_sessions
-        row = {"subject": sub, "complete": complete, "true_cumulative_new": _int(ts["cumulative_new_gd"]),
+        row = {"subject": sub, "group": ts.get("group") or None, "complete": complete,
+               "true_cumulative_new": _int(ts["cumulative_new_gd"]),
                "cumulative_new_gd": None, "true_eligible": _bool(ts["eligible"]), "eligible": None}
         if rs is not None:
             row["cumulative_new_gd"] = _int(rs.get("cumulative_new_gd"))
@@ -338,7 +342,35 @@ def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
             "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
             "cumulative_fraction_exact": _exact(cum_err),
             "eligibility_agreement": _ratio(elig_agree, elig_n), "eligibility_evaluated": elig_n,
-            "per_subject": rows}
+            "per_subject": rows, **_arm_figures(rows)}
+
+
+def _arm_figures(rows: list[dict]) -> dict:
+    """The endpoint per arm over complete subjects, and the ratio of two arms' means.
+
+    Per-subject exactness is harsh on subjects with many new lesions; what the trial reads
+    is each arm's mean cumulative count and their ratio, so a miss rate that is the same in
+    both arms biases the means but not the ratio.
+    """
+    arms = {}
+    for g in sorted({r["group"] for r in rows if r["group"]}):
+        sel = [r for r in rows if r["group"] == g and r["complete"]
+               and r["cumulative_new_gd"] is not None and r["true_cumulative_new"] is not None]
+        if not sel:
+            continue
+        counted = sum(r["cumulative_new_gd"] for r in sel)
+        true = sum(r["true_cumulative_new"] for r in sel)
+        arms[g] = {"subjects": len(sel), "mean_cumulative_new": counted / len(sel),
+                   "true_mean_cumulative_new": true / len(sel),
+                   "fraction_counted": _ratio(counted, true)}
+    ratio = None
+    if len(arms) == 2:
+        a, b = arms
+        ratio = {"arms": [a, b],
+                 "counted": _ratio(arms[a]["mean_cumulative_new"], arms[b]["mean_cumulative_new"]),
+                 "true": _ratio(arms[a]["true_mean_cumulative_new"],
+                                arms[b]["true_mean_cumulative_new"])}
+    return {"arms": arms, "arm_ratio": ratio}
 
 
 def _mae(e):
@@ -406,6 +438,14 @@ def format_table(result: dict) -> str:
              for r in sub["per_subject"] if r["complete"] and r["cumulative_new_gd"] is not None]
     if pairs:
         lines.append("  counted/true (* = not exact): " + ", ".join(pairs))
+    for g, a in sub.get("arms", {}).items():
+        lines.append(f"  arm {g} ({a['subjects']} subjects): mean cumulative new "
+                     f"{a['mean_cumulative_new']:.2f} counted, {a['true_mean_cumulative_new']:.2f} true "
+                     f"({_fmt(a['fraction_counted'], True)} counted)")
+    r = sub.get("arm_ratio")
+    if r:
+        lines.append(f"  ratio {r['arms'][0]}/{r['arms'][1]} of the means: {_fmt(r['counted'])} "
+                     f"counted, {_fmt(r['true'])} true")
     lines.append(f"Eligibility agreement:   {_fmt(sub['eligibility_agreement'], True)} "
                  f"({sub['eligibility_evaluated']} subjects)")
     lines.append(f"Status of matched lesions: accuracy {_fmt(st['accuracy'], True)} of {st['matched']}"

@@ -153,3 +153,27 @@ def test_label_map_on_wrong_grid_fails_the_session(dirs):
     save_image(Image(np.zeros((20, 20, 36), np.int16), np.diag([1.0, 1, 1, 1])), p)
     ev = evaluate(r, t)
     assert ev["sessions"]["failed"] == 1 and "grid" in ev["sessions"]["failed_sessions"][0]["reason"]
+
+
+def test_endpoint_per_arm_and_ratio_of_the_means():
+    """Two arms: each arm's mean cumulative new count as counted and as true, the fraction
+    counted, and the ratio of the means; incomplete subjects are left out."""
+    from lesioncount.evaluation import _subject_figures
+
+    subjects = [("s1", "il2", 2, 2), ("s2", "il2", 1, 2), ("s3", "placebo", 6, 8),
+                ("s4", "placebo", 4, 4), ("s5", "placebo", 0, 9)]  # s5: a session failed
+    t_counts = [dict(subject=s, session=e) for s, *_ in subjects for e in ("ses-1", "ses-2")]
+    t_subjects = [dict(subject=s, group=g, cumulative_new_gd=str(t), eligible="true")
+                  for s, g, _, t in subjects]
+    r_subjects = {s: dict(cumulative_new_gd=str(c), eligible="true") for s, _, c, _ in subjects}
+    ok = {(s, e) for s, *_ in subjects for e in ("ses-1", "ses-2")} - {("s5", "ses-2")}
+    fig = _subject_figures(t_counts, t_subjects, r_subjects, ok)
+    il2, pla = fig["arms"]["il2"], fig["arms"]["placebo"]
+    assert (il2["subjects"], il2["mean_cumulative_new"], il2["true_mean_cumulative_new"]) == (2, 1.5, 2.0)
+    assert (pla["subjects"], pla["mean_cumulative_new"], pla["true_mean_cumulative_new"]) == (2, 5.0, 6.0)
+    assert il2["fraction_counted"] == 0.75 and pla["fraction_counted"] == 10 / 12
+    assert fig["arm_ratio"]["arms"] == ["il2", "placebo"]
+    assert fig["arm_ratio"]["counted"] == 1.5 / 5.0 and fig["arm_ratio"]["true"] == 2.0 / 6.0
+    # one arm only: no ratio
+    one = _subject_figures(t_counts, [dict(t, group="il2") for t in t_subjects], r_subjects, ok)
+    assert one["arm_ratio"] is None and one["arms"]["il2"]["subjects"] == 4
