@@ -253,6 +253,13 @@ class ClassicalConfig:
     # enhancement inside a FLAIR lesion is the pattern a reader looks for, while noise and
     # vessel fragments at that level have no FLAIR correlate.
     flair_seed_z: float = 3.5
+    # A candidate whose peak stays under seed_z exists because of the FLAIR seed; it must
+    # still enhance visibly, since chronic lesions are FLAIR-bright too and noise inside
+    # them reaches z 3.5-4. Tuning phantoms (seeds 13 and 17, before the stability filter):
+    # 6 such false candidates at contrast 0.065-0.21 x WM, one true at 0.38; tuning
+    # injections (5000-5003): the 9 lesions found this way measured 0.20-0.33. 0.15 removes
+    # the faintest false ones with a margin under every true one.
+    flair_seed_min_contrast: float = 0.15
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
     flair_nawm_band: float = 0.08

@@ -95,18 +95,20 @@ def test_a_flair_that_fails_to_confirm_does_not_outweigh_strong_enhancement_but_
 
 
 def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
-    cfg = ClassicalConfig()
+    # (this low-noise head puts a 5.5 % enhancement between the two seed thresholds; the
+    # minimum contrast of FLAIR-seeded candidates, tested below, is off to isolate seeding)
+    cfg = ClassicalConfig(flair_seed_min_contrast=0.0)
     post, pre, brain = head(lesions=[("ball", SPOT, 3.0, 1.055)])
     z, _ = enhancement(post, pre, brain)
     # the premise: the lesion's peak lies between the FLAIR seed and the plain seed
     assert cfg.flair_seed_z < z.max() < cfg.seed_z
-    assert count(detect(post, pre, brain), post.affine) == 0
-    assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
+    assert count(detect(post, pre, brain, cfg), post.affine) == 0
+    assert count(detect(post, pre, brain, cfg, flair=flair_like(post, brain)), post.affine) == 0
     fl = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
-    assert count(detect(post, pre, brain, flair=fl), post.affine) == 1
+    assert count(detect(post, pre, brain, cfg, flair=fl), post.affine) == 1
     # ... and a FLAIR lesion elsewhere does not lower the seed here
     fl_far = flair_like(post, brain, [((-12.0, -10.0, 6.0), 4.0, 1.4)])
-    assert count(detect(post, pre, brain, flair=fl_far), post.affine) == 0
+    assert count(detect(post, pre, brain, cfg, flair=fl_far), post.affine) == 0
 
 
 def test_flair_off_the_post_grid_is_a_typed_error():
@@ -190,3 +192,21 @@ def test_phantom_lesions_are_flair_bright_and_the_mimics_are_not(two_studies):
     assert sum(len(v) for v in lesion_vals) > 0
     assert les > 1.15 * wm, (les, wm)
     assert mim < 0.95 * wm, (mim, wm)
+
+
+def test_a_faint_candidate_that_only_the_flair_seeded_is_rejected_as_faint():
+    """Inside a FLAIR-bright lesion the seed threshold drops to flair_seed_z; a candidate
+    that stays under seed_z must still enhance by flair_seed_min_contrast (chronic lesions
+    are FLAIR-bright too, and noise in them reaches z 3.5-4)."""
+    faint_ball = ("ball", SPOT, 4.0, 1.04)  # 4 % brighter than white matter on post
+    post, pre, brain = head(lesions=[faint_ball])
+    fl = flair_like(post, brain, [(SPOT, 5.0, 1.4)])
+    det = detect(post, pre, brain, flair=fl)
+    (cand,) = det.info["candidates"]
+    assert 3.5 < cand["max_z"] < 5.0 and cand["contrast"] < 0.15
+    assert cand["reason"] == "faint" and det.info["rejected"]["faint"] == 1
+    assert count(det, post.affine) == 0
+    off = detect(post, pre, brain, ClassicalConfig(flair_seed_min_contrast=0.0), flair=fl)
+    assert count(off, post.affine) == 1
+    # without a FLAIR it never was a candidate (peak under seed_z)
+    assert count(detect(post, pre, brain), post.affine) == 0

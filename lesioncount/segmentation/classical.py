@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Reasons a candidate component was rejected (keys of ``Detection.info["rejected"]``).
 REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf",
-           "not_wm", "no_flair")
+           "not_wm", "no_flair", "faint")
 
 
 def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray,
@@ -219,6 +219,9 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     if fr is not None and fr < cfg.flair_min_ratio and (
             fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z):
         return "no_flair"
+    # seeded by the FLAIR alone (peak under seed_z) and barely brighter than expected
+    if fr is not None and f["max_z"] < cfg.seed_z and f["contrast"] < cfg.flair_seed_min_contrast:
+        return "faint"
     return None
 
 
