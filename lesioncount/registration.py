@@ -40,7 +40,8 @@ import numpy as np
 
 from .config import RegistrationConfig
 from .errors import ConfigError, InputError, RegistrationError
-from .image import Image, crop, lps_to_ras, mask_box, ras_to_lps, sitk_grid, to_sitk
+from .image import (Image, apply_affine, crop, lps_to_ras, mask_box, ras_to_lps, sitk_grid,
+                    to_sitk)
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +368,8 @@ def _metric_boxes(fixed: Image, moving: Image, fixed_mask, moving_mask, init,
     corners = np.array([[a, b, c] for a in (fbox[0].start, fbox[0].stop - 1)
                         for b in (fbox[1].start, fbox[1].stop - 1)
                         for c in (fbox[2].start, fbox[2].stop - 1)], dtype=float)
-    pts = ras_to_lps(fixed.world(corners))
-    mapped = lps_to_ras(np.array([init.TransformPoint([float(v) for v in p]) for p in pts]))
-    ijk = (mapped - moving.affine[:3, 3]) @ np.linalg.inv(moving.affine[:3, :3]).T
+    mapped = transform_points_ras(init, fixed.world(corners))
+    ijk = apply_affine(np.linalg.inv(moving.affine), mapped)
     pad = cfg.crop_search_mm / moving.spacing
     lo = np.floor(ijk.min(axis=0) - pad).astype(int)
     hi = np.ceil(ijk.max(axis=0) + pad).astype(int) + 1
