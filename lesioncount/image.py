@@ -186,16 +186,17 @@ def mask_box(mask: np.ndarray, spacing, margin_mm: float,
     along each axis is lowered to a multiple of ``align`` (a filter working in blocks
     then sees the same blocks as on the whole grid). The whole grid when the mask is empty.
     """
+    from scipy import ndimage as ndi
+
     m = np.asarray(mask, dtype=bool)
-    if not m.any():
+    tight = ndi.find_objects(m.astype(np.uint8))
+    if not tight:
         return tuple(slice(0, n) for n in m.shape)
     pad = np.ceil(float(margin_mm) / np.asarray(spacing, dtype=float)).astype(int)
     box = []
-    for axis, n in enumerate(m.shape):
-        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
-        start = max(0, int(hit[0]) - int(pad[axis]))
-        start -= start % int(align[axis])
-        box.append(slice(start, min(n, int(hit[-1]) + 1 + int(pad[axis]))))
+    for s, p, a, n in zip(tight[0], pad, align, m.shape):
+        start = max(0, s.start - int(p))
+        box.append(slice(start - start % int(a), min(n, s.stop + int(p))))
     return tuple(box)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -365,9 +366,7 @@ def _metric_boxes(fixed: Image, moving: Image, fixed_mask, moving_mask, init,
     fbox = mask_box(fixed_mask, fixed.spacing, grow)
     if moving_mask is not None:
         return fbox, mask_box(moving_mask, moving.spacing, grow)
-    corners = np.array([[a, b, c] for a in (fbox[0].start, fbox[0].stop - 1)
-                        for b in (fbox[1].start, fbox[1].stop - 1)
-                        for c in (fbox[2].start, fbox[2].stop - 1)], dtype=float)
+    corners = np.array(list(itertools.product(*[(s.start, s.stop - 1) for s in fbox])), float)
     mapped = transform_points_ras(init, fixed.world(corners))
     ijk = apply_affine(np.linalg.inv(moving.affine), mapped)
     pad = cfg.crop_search_mm / moving.spacing
