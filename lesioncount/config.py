@@ -260,6 +260,14 @@ class ClassicalConfig:
     # injections (5000-5003): the 9 lesions found this way measured 0.20-0.33. 0.15 removes
     # the faintest false ones with a margin under every true one.
     flair_seed_min_contrast: float = 0.15
+    # A candidate inside white matter (passes min_shell_level), FLAIR-confirmed
+    # (>= flair_min_ratio) and enhancing to this z is an active lesion even where the
+    # opening cut it off a vein (vessel_piece) or the ventricle is near (csf): veins and
+    # choroid plexus are neither FLAIR-bright nor wrapped in white matter. Thin and
+    # elongated shapes are still rejected. Tuning phantoms (seeds 13 and 17): 3 of 9 missed
+    # lesions recovered (z 9.3-38.8); the nearest false candidates peak at z 8.1; the
+    # shared patients' FLAIR-bright vessel pieces sit in grey matter (shell 0.72).
+    flair_rescue_z: float = 9.0
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
     flair_nawm_band: float = 0.08

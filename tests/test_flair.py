@@ -210,3 +210,49 @@ def test_a_faint_candidate_that_only_the_flair_seeded_is_rejected_as_faint():
     assert count(off, post.affine) == 1
     # without a FLAIR it never was a candidate (peak under seed_z)
     assert count(detect(post, pre, brain), post.affine) == 0
+
+
+def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_rule():
+    """A nodule the opening cuts off a vein is a vessel piece on T1 alone; FLAIR-bright,
+    strongly enhancing and inside white matter it is a lesion (veins are not FLAIR-bright),
+    while the vein's own pieces stay rejected."""
+    ball = ("ball", SPOT, 3.0, 1.6)
+    tube = ("tube", (SPOT[0], SPOT[1] + 3.6, SPOT[2]), 1.0, 2.0)  # touching the nodule
+    post, pre, brain = head(lesions=[ball, tube])
+    t1_only = detect(post, pre, brain)
+    assert count(t1_only, post.affine) == 0
+    assert {c["reason"] for c in t1_only.info["candidates"]} == {"vessel_piece"}
+    fl = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
+    det = detect(post, pre, brain, flair=fl)
+    assert count(det, post.affine) == 1
+    kept = [c for c in det.info["candidates"] if c["reason"] is None]
+    assert len(kept) == 1 and kept[0]["vessel_piece"] and kept[0]["flair_ratio"] > 1.3
+    assert np.linalg.norm(np.array(kept[0]["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
+    assert sum(c["reason"] == "vessel_piece" for c in det.info["candidates"]) >= 1
+    # the rescue off, or a FLAIR without a correlate: a vessel piece again
+    off = detect(post, pre, brain, ClassicalConfig(flair_rescue_z=np.inf), flair=fl)
+    assert count(off, post.affine) == 0
+    assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
+
+
+def _ijk(post: Image, offset) -> np.ndarray:
+    world = np.asarray(CENTRE, float) + np.asarray(offset, float)
+    return np.linalg.solve(post.affine[:3, :3], world - post.affine[:3, 3])
+
+
+def test_the_flair_rescue_needs_flair_enhancement_and_white_matter_around():
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=100.0, surface_fraction=0.0, contrast=0.8, max_z=cfg.flair_rescue_z + 1,
+             elongation=1.2, flatness=1.2, thickness=0.9, ref_level=1.3, csf_fraction=0.0,
+             shell_level=1.0, flair_ratio=cfg.flair_min_ratio + 0.1, vessel_piece=True)
+    assert _reason(f, cfg) is None
+    assert _reason(dict(f, vessel_piece=False, csf_fraction=0.5), cfg) is None   # near a ventricle
+    assert _reason(dict(f, flair_ratio=cfg.flair_min_ratio - 0.02), cfg) == "vessel_piece"
+    assert _reason(dict(f, flair_ratio=None), cfg) == "vessel_piece"             # no FLAIR
+    assert _reason(dict(f, max_z=cfg.flair_rescue_z - 1), cfg) == "vessel_piece"
+    assert _reason(dict(f, shell_level=cfg.min_shell_level - 0.05), cfg) == "vessel_piece"
+    assert _reason(dict(f, vessel_piece=False, csf_fraction=0.5, max_z=cfg.flair_rescue_z - 1),
+                   cfg) == "csf"
+    assert _reason(dict(f, thickness=0.5), cfg) == "thin"                        # shape still counts

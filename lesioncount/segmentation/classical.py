@@ -14,7 +14,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    the ventricles), or too small (:class:`~lesioncount.config.LesionConfig`).
    With a FLAIR: rejected too when not FLAIR-hyperintense (veins, dura and choroid plexus are
    not; active lesions are) unless strongly enhancing and not FLAIR-dark, and seeded from a
-   lower threshold where FLAIR is hyperintense.
+   lower threshold where FLAIR is hyperintense. A FLAIR-bright, strongly enhancing candidate
+   wrapped in white matter is kept even where it touches a vein or a ventricle.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
@@ -201,7 +202,11 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     cheap = _cheap_reason(f, cfg)
     if cheap is not None:
         return cheap
-    if f.get("vessel_piece"):
+    fr = f.get("flair_ratio")
+    # FLAIR-confirmed, strongly enhancing and wrapped in white matter: not a vein or plexus
+    confirmed = (fr is not None and fr >= cfg.flair_min_ratio and f["max_z"] >= cfg.flair_rescue_z
+                 and f["shell_level"] >= cfg.min_shell_level)
+    if f.get("vessel_piece") and not confirmed:
         return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
         return "elongated"
@@ -209,13 +214,12 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "thin"
     if f["flatness"] > cfg.max_flatness:
         return "sheet"
-    if f["csf_fraction"] > cfg.max_csf_fraction:
+    if f["csf_fraction"] > cfg.max_csf_fraction and not confirmed:
         return "csf"
     if f["shell_level"] < cfg.min_shell_level:
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
     # confirm does not outweigh strong enhancement
-    fr = f.get("flair_ratio")
     if fr is not None and fr < cfg.flair_min_ratio and (
             fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z):
         return "no_flair"
