@@ -265,8 +265,9 @@ class ClassicalConfig:
     # opening cut it off a vein (vessel_piece) or the ventricle is near (csf): veins and
     # choroid plexus are neither FLAIR-bright nor wrapped in white matter. Thin and
     # elongated shapes are still rejected. Tuning phantoms (seeds 13 and 17): 3 of 9 missed
-    # lesions recovered (z 9.3-38.8); the nearest false candidates peak at z 8.1; the
-    # shared patients' FLAIR-bright vessel pieces sit in grey matter (shell 0.72).
+    # lesions recovered (z 9.3-38.8); the nearest false candidates there peak at z 8.1;
+    # patient07's one FLAIR-bright vessel piece over z 9 (z 9.9) sits in grey matter
+    # (shell 0.72). Lower thresholds add false candidates: at z 7 five, at z 5 eighteen.
     flair_rescue_z: float = 9.0
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
