@@ -269,6 +269,11 @@ class ClassicalConfig:
     # patient07's one FLAIR-bright vessel piece over z 9 (z 9.9) sits in grey matter
     # (shell 0.72). Lower thresholds add false candidates: at z 7 five, at z 5 eighteen.
     flair_rescue_z: float = 9.0
+    # FLAIR-confirmed and enhancing to this z, a candidate is kept whatever its shell
+    # (not_wm): a periventricular lesion's shell is half ventricle, a juxtacortical one's
+    # half cortex. Tuning (seeds 13, 17, 19): 3 lesions recovered (z 15.8-23.9), no false
+    # candidate of those studies or the shared patients is FLAIR-bright at z 15.
+    flair_rescue_any_shell_z: float = 15.0
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
     flair_nawm_band: float = 0.08

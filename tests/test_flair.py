@@ -256,3 +256,18 @@ def test_the_flair_rescue_needs_flair_enhancement_and_white_matter_around():
     assert _reason(dict(f, vessel_piece=False, csf_fraction=0.5, max_z=cfg.flair_rescue_z - 1),
                    cfg) == "csf"
     assert _reason(dict(f, thickness=0.5), cfg) == "thin"                        # shape still counts
+
+
+def test_a_flair_bright_strongly_enhancing_candidate_is_kept_whatever_its_shell():
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=500.0, surface_fraction=0.0, contrast=0.8, max_z=cfg.flair_rescue_any_shell_z,
+             elongation=1.2, flatness=1.2, thickness=0.9, ref_level=1.0, csf_fraction=0.2,
+             shell_level=cfg.min_shell_level - 0.05, flair_ratio=cfg.flair_min_ratio + 0.3,
+             vessel_piece=False)
+    assert _reason(f, cfg) is None                                     # beside a ventricle
+    assert _reason(dict(f, max_z=cfg.flair_rescue_any_shell_z - 1), cfg) == "not_wm"
+    assert _reason(dict(f, flair_ratio=cfg.flair_min_ratio - 0.05), cfg) == "not_wm"
+    assert _reason(dict(f, flair_ratio=None), cfg) == "not_wm"
+    assert _reason(dict(f, vessel_piece=True), cfg) == "vessel_piece"  # grey matter around

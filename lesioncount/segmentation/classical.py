@@ -216,7 +216,8 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
         return "sheet"
     if f["csf_fraction"] > cfg.max_csf_fraction and not confirmed:
         return "csf"
-    if f["shell_level"] < cfg.min_shell_level:
+    if f["shell_level"] < cfg.min_shell_level and not (
+            fr is not None and fr >= cfg.flair_min_ratio and f["max_z"] >= cfg.flair_rescue_any_shell_z):
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
     # confirm does not outweigh strong enhancement
