@@ -15,7 +15,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    With a FLAIR: rejected too when not FLAIR-hyperintense (veins, dura and choroid plexus are
    not; active lesions are) unless strongly enhancing and not FLAIR-dark, and seeded from a
    lower threshold where FLAIR is hyperintense. A FLAIR-bright, strongly enhancing candidate
-   wrapped in white matter is kept even where it touches a vein or a ventricle.
+   wrapped in white matter is kept even where it touches a vein or a ventricle, and one
+   enhancing more strongly still whatever surrounds it.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
@@ -203,8 +204,9 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     if cheap is not None:
         return cheap
     fr = f.get("flair_ratio")
+    flair_bright = fr is not None and fr >= cfg.flair_min_ratio
     # FLAIR-confirmed, strongly enhancing and wrapped in white matter: not a vein or plexus
-    confirmed = (fr is not None and fr >= cfg.flair_min_ratio and f["max_z"] >= cfg.flair_rescue_z
+    confirmed = (flair_bright and f["max_z"] >= cfg.flair_rescue_z
                  and f["shell_level"] >= cfg.min_shell_level)
     if f.get("vessel_piece") and not confirmed:
         return "vessel_piece"
@@ -217,7 +219,7 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     if f["csf_fraction"] > cfg.max_csf_fraction and not confirmed:
         return "csf"
     if f["shell_level"] < cfg.min_shell_level and not (
-            fr is not None and fr >= cfg.flair_min_ratio and f["max_z"] >= cfg.flair_rescue_any_shell_z):
+            flair_bright and f["max_z"] >= cfg.flair_rescue_any_shell_z):
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
     # confirm does not outweigh strong enhancement
