@@ -313,6 +313,25 @@ class TrackingConfig:
     # caught 2 true lesions of the benchmark: a juxtacortical one next to cortex, whose
     # residual runs at z ~3, and a large one overlapping other lesions' places.
     stable_z: float = 2.0
+    # A candidate the detector rejected as a look-alike (vessel piece, thin, no FLAIR
+    # correlate, ...; deferred by lesioncount.segmentation.classical when it peaks at seed_z
+    # and a FLAIR does not say vessel) is an active lesion when its place enhances (median
+    # z >= stable_z, as above) on at most this many visits, its own included: enhancement
+    # lasts 1-3 monthly visits, veins and choroid plexus enhance on every one (tuning seed
+    # 11: 71 of 72 false positives on >= 4 visits). 0 disables. At least
+    # transient_min_visits visits must cover the place, or nothing is decided.
+    transient_max_sessions: int = 2
+    transient_min_visits: int = 4
+    # A visit is evidence only where its brain mask holds at least this fraction of the
+    # candidate (the enhancement map is 0 outside the brain). Tuning seed 19: a whole head
+    # whose masks of two visits reached into dura the other five left out had a dozen vessel
+    # pieces "enhanced on 2 visits" of 7.
+    transient_min_coverage: float = 0.5
+    # ... and when it peaks at least this high (z of the enhancement map). Tuning seeds
+    # 13/17/19 (pre + FLAIR): the 7 lesions the rule kept peak at z 8.3-30; at 6.5 or 5 it
+    # also keeps 2 false candidates (z 6.6 and 7.2, FLAIR 1.01-1.04, on a real patient's
+    # background) and no further lesion.
+    transient_min_z: float = 8.0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from .io import write_json, write_tsv
 
 COUNTS_COLUMNS = ["subject", "session", "days", "gd_count", "new_gd_count", "cumulative_new_gd",
                   "persistent_gd_count", "status", "pre_used", "registration_quality",
-                  "detector", "stable_excluded"]
+                  "detector", "stable_excluded", "transient_kept"]
 LESIONS_COLUMNS = ["subject", "session", "lesion", "track", "status", "volume_mm3", "x", "y", "z",
                    "max_enhancement", "mean_enhancement"]
 SUBJECTS_COLUMNS = ["subject", "group", "sessions", "baseline_gd_count", "eligible",
@@ -45,6 +45,10 @@ class SessionPaths:
     @property
     def detected(self) -> Path:  # accepted detector voxels before tracking (binary)
         return self._f("ce-gadolinium_desc-detected_mask.nii.gz")
+
+    @property
+    def deferred(self) -> Path:  # candidates rejected as look-alikes, judged again by tracking
+        return self._f("ce-gadolinium_desc-deferred_mask.nii.gz")
 
     @property
     def enhancement(self) -> Path:  # enhancement in robust z-units, on the post grid

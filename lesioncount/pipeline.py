@@ -36,7 +36,7 @@ from .io import (atomic_path, file_sha256, load_image, remove_partial_files, sav
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
 from .segmentation.normalise import coarse_factor
-from .stability import Visit, stable_foci
+from .stability import Visit, stable_foci, transient_foci
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,10 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
 
     # Write: maps first, the sidecar last (it marks the session complete).
     save_image(post.like(det.mask.astype(np.uint8)), paths.detected)
+    if det.deferred is not None:
+        save_image(post.like(det.deferred.astype(np.uint8)), paths.deferred)
+    else:  # another detector's earlier run in this folder must not be judged again
+        paths.deferred.unlink(missing_ok=True)
     save_image(post.like(brain.astype(np.uint8)), paths.brain)
     save_image(post.like(np.clip(det.enhancement, -300, 300).astype(np.float32)),
                paths.enhancement, dtype=np.int16)
@@ -255,7 +259,8 @@ def _uncrop_detection(det, box, shape):
             if c.get("centroid_ijk") is not None else c for c in info["candidates"]]
     return Detection(enhancement=uncrop(det.enhancement, box, shape),
                      probability=uncrop(det.probability, box, shape),
-                     mask=uncrop(det.mask, box, shape), info=info)
+                     mask=uncrop(det.mask, box, shape), info=info,
+                     deferred=None if det.deferred is None else uncrop(det.deferred, box, shape))
 
 
 def _register_same_session(path, name: str, post: Image, brain: np.ndarray, cfg: PipelineConfig,
@@ -378,7 +383,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
     base_ref = Image(np.zeros(base_hdr.shape[:3], np.uint8), base_hdr.affine)
     grid = isotropic_grid(base_ref, cfg.tracking.grid_spacing_mm)
 
-    natives, transforms, visits = {}, {}, []
+    natives, transforms, visits, deferred = {}, {}, [], []
     for s in sessions:
         if not sidecars.get(s.session):
             continue
@@ -389,7 +394,23 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         tx = load_transform(p.to_baseline) if s.session != base.session else None
         transforms[s.session] = tx
         enh = _read_own_map(p.enhancement) if p.enhancement.exists() else None
-        visits.append((s.session, Visit(mask_img.like(labels), enh, tx, s.days)))
+        brain = _read_own_map(p.brain) if p.brain.exists() else None
+        visits.append((s.session, Visit(mask_img.like(labels), enh, tx, s.days, brain)))
+        deferred.append(mask_img.like(label_lesions(_read_own_map(p.deferred).array > 0, mask_img.affine,
+                                                    cfg.lesion)) if p.deferred.exists() else None)
+    # look-alikes the detector set aside whose enhancement comes and goes are lesions
+    rescued = dict(zip([k for k, _ in visits],
+                       transient_foci([v for _, v in visits], deferred, cfg.tracking)))
+    for i, ((key, v), dfr) in enumerate(zip(visits, deferred)):
+        if not rescued[key]:
+            continue
+        log.info("%s %s: %d deferred candidate(s) enhancing on <= %d visits kept as lesions",
+                 subject.subject, key, len(rescued[key]), cfg.tracking.transient_max_sessions)
+        mask_img, labels = natives[key]
+        both = (labels > 0) | np.isin(dfr.array, rescued[key])
+        labels = label_lesions(both, mask_img.affine, cfg.lesion)
+        natives[key] = (mask_img, labels)
+        visits[i] = (key, Visit(mask_img.like(labels), v.enhancement, v.to_baseline, v.days, v.brain))
     # foci enhancing at one place on many visits are vessels, not lesions (stability.py)
     stable = dict(zip([k for k, _ in visits], stable_foci([v for _, v in visits], cfg.tracking)))
     enh_maps = {k: v.enhancement.array for k, v in visits if v.enhancement is not None}
@@ -452,6 +473,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
             "status": "ok", "pre_used": side.get("pre_used"),
             "registration_quality": q.get("quality"), "detector": side.get("detector"),
             "stable_excluded": len(stable.get(s.session, [])),
+            "transient_kept": len(rescued.get(s.session, [])),
         })
     base_count = res.counts[0]["gd_count"]
     res.subject.update(baseline_gd_count=base_count, eligible=base_count <= cfg.max_baseline_gd,

@@ -15,6 +15,13 @@ cortex, does not make it enhanced) on at least
 ``stable_min_sessions`` visits that span at least ``stable_min_days`` (when visit days
 are known). Stable foci are left out of the subject's lesions and counts; the detector's
 own mask (``desc-detected_mask``) keeps them for review.
+
+:func:`transient_foci` is the converse, for what the detector rejected: a candidate that
+enhanced like a lesion but was set aside because its shape, place or FLAIR looked like a
+normal enhancing structure (a lesion touching a vein, a juxtacortical lesion half in
+cortex, an active lesion with a faint FLAIR correlate; the detector's ``deferred`` mask)
+is kept when its place enhances on only one or two visits. A reader does the same:
+something bright that was not there last month and is gone next month is a lesion.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ class Visit:
     enhancement: Image | None    # robust z-map on the same grid (None: not available)
     to_baseline: object | None   # SimpleITK transform, baseline (fixed) -> session (moving)
     days: float | None = None    # days since baseline, when known
+    brain: Image | None = None   # brain mask on the session's grid (None: covers everything)
 
 
 def _to_baseline(visit: Visit, pts: np.ndarray) -> np.ndarray:
@@ -55,6 +63,46 @@ def _sample(img: Image, pts_ras: np.ndarray) -> np.ndarray:
     return ndi.map_coordinates(img.array, ijk.T, order=1, mode="constant", cval=0.0)
 
 
+def _with_maps(visits: list[Visit]) -> list[Visit]:
+    # float32 once per visit, not once per focus and visit (maps are read as float64)
+    return [Visit(v.labels, v.enhancement.like(np.asarray(v.enhancement.array, np.float32)),
+                  v.to_baseline, v.days, v.brain)
+            for v in visits if v.enhancement is not None]
+
+
+def _foci(v: Visit, labels: Image):
+    """(label, voxel centres in baseline space) of each focus of ``labels`` (on ``v``'s grid)."""
+    lab = np.asarray(labels.array)
+    if not lab.any():
+        return
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        ijk = np.argwhere(lab[sl] == k) + [s.start for s in sl]
+        yield k, ijk, _to_baseline(v, labels.world(ijk))
+
+
+def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list:
+    """The days (None when unknown) of the visits whose map is enhanced over ``pts``."""
+    days = []
+    for w in with_map:
+        z = _sample(w.enhancement, _from_baseline(w, pts))
+        if z.size and float(np.median(z)) >= cfg.stable_z:
+            days.append(w.days)
+    return days
+
+
+def _covering(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list[Visit]:
+    """The visits whose brain mask holds at least ``cfg.transient_min_coverage`` of ``pts``:
+    the enhancement map is 0 outside the brain, which says nothing about enhancement."""
+    out = []
+    for w in with_map:
+        if w.brain is None or float(np.mean(_sample(w.brain, _from_baseline(w, pts)) > 0.5)) \
+                >= cfg.transient_min_coverage:
+            out.append(w)
+    return out
+
+
 def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
     """Labels, per visit, of foci that enhance at the same place on many visits.
 
@@ -63,31 +111,48 @@ def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> 
     more than the number of visits with an enhancement map.
     """
     out: list[list[int]] = [[] for _ in visits]
-    # float32 once per visit, not once per focus and visit (maps are read as float64)
-    with_map = [Visit(v.labels, v.enhancement.like(np.asarray(v.enhancement.array, np.float32)),
-                      v.to_baseline, v.days)
-                for v in visits if v.enhancement is not None]
+    with_map = _with_maps(visits)
     if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
         return out
     for i, v in enumerate(visits):
-        lab = np.asarray(v.labels.array)
-        if not lab.any():
-            continue
-        objs = ndi.find_objects(lab)
-        for k, sl in enumerate(objs, start=1):
-            if sl is None:
-                continue
-            ijk = np.argwhere(lab[sl] == k) + [s.start for s in sl]
-            pts = _to_baseline(v, v.labels.world(ijk))
-            days = []
-            for w in with_map:
-                z = _sample(w.enhancement, _from_baseline(w, pts))
-                if z.size and float(np.median(z)) >= cfg.stable_z:
-                    days.append(w.days)
+        for k, _, pts in _foci(v, v.labels):
+            days = _enhanced_days(pts, with_map, cfg)
             if len(days) < cfg.stable_min_sessions:
                 continue
             known = [d for d in days if d is not None]
             if len(known) == len(days) and max(known) - min(known) < cfg.stable_min_days:
                 continue
             out[i].append(k)
+    return out
+
+
+def transient_foci(visits: list[Visit], deferred: list[Image | None],
+                   cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
+    """Labels, per visit, of deferred candidates whose enhancement comes and goes.
+
+    ``deferred[i]`` labels the candidates the detector rejected as look-alikes of a normal
+    enhancing structure on visit ``i`` (on that visit's grid; None: none). A candidate is
+    returned when it peaks at ``cfg.transient_min_z`` or more on its visit's enhancement
+    map and its place is enhanced (median z >= ``cfg.stable_z``) on at most
+    ``cfg.transient_max_sessions`` visits, its own included: the time course of an active
+    lesion, not of a vein, which enhances on every visit. Only visits whose brain mask
+    (``Visit.brain``) covers the place count, and at least ``cfg.transient_min_visits`` must
+    (a structure at the edge of the brain that most visits' masks leave out is not
+    transient); nothing is returned when the rule is off (0).
+    """
+    out: list[list[int]] = [[] for _ in visits]
+    with_map = _with_maps(visits)
+    if cfg.transient_max_sessions <= 0 or len(with_map) < max(cfg.transient_min_visits, 1):
+        return out
+    for i, (v, cand) in enumerate(zip(visits, deferred)):
+        if cand is None or v.enhancement is None:
+            continue
+        own = np.asarray(v.enhancement.array)
+        for k, ijk, pts in _foci(v, cand):
+            if float(own[tuple(ijk.T)].max()) < cfg.transient_min_z:
+                continue
+            seen = _covering(pts, with_map, cfg)
+            if (len(seen) >= cfg.transient_min_visits
+                    and len(_enhanced_days(pts, seen, cfg)) <= cfg.transient_max_sessions):
+                out[i].append(k)
     return out

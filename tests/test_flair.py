@@ -205,6 +205,7 @@ def test_a_faint_candidate_that_only_the_flair_seeded_is_rejected_as_faint():
     (cand,) = det.info["candidates"]
     assert 3.5 < cand["max_z"] < 5.0 and cand["contrast"] < 0.15
     assert cand["reason"] == "faint" and det.info["rejected"]["faint"] == 1
+    assert not det.deferred.any()  # too faint to overrule the detector, even if transient
     assert count(det, post.affine) == 0
     off = detect(post, pre, brain, ClassicalConfig(flair_seed_min_contrast=0.0), flair=fl)
     assert count(off, post.affine) == 1
@@ -222,6 +223,13 @@ def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_
     t1_only = detect(post, pre, brain)
     assert count(t1_only, post.affine) == 0
     assert {c["reason"] for c in t1_only.info["candidates"]} == {"vessel_piece"}
+    # rejected as look-alikes but enhancing like lesions, with a FLAIR that does not say
+    # vessel: deferred to the tracking stage (kept there only when the place enhances on
+    # few visits, lesioncount.stability)
+    at_spot = tuple(np.round(_ijk(post, SPOT)).astype(int))
+    assert not t1_only.deferred.any()  # without a FLAIR nothing is deferred (veins would be)
+    plain = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.0, 1.05)]))  # faint
+    assert count(plain, post.affine) == 0 and plain.deferred[at_spot]
     fl = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
     det = detect(post, pre, brain, flair=fl)
     assert count(det, post.affine) == 1
@@ -229,10 +237,14 @@ def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_
     assert len(kept) == 1 and kept[0]["vessel_piece"] and kept[0]["flair_ratio"] > 1.3
     assert np.linalg.norm(np.array(kept[0]["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
     assert sum(c["reason"] == "vessel_piece" for c in det.info["candidates"]) >= 1
+    assert not det.deferred[at_spot] and not (det.deferred & det.mask).any()
     # the rescue off, or a FLAIR without a correlate: a vessel piece again
     off = detect(post, pre, brain, ClassicalConfig(flair_rescue_z=np.inf), flair=fl)
     assert count(off, post.affine) == 0
     assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
+    # a FLAIR darker than white matter there says vessel: not even deferred
+    dark = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.0, 0.7)]))
+    assert count(dark, post.affine) == 0 and not dark.deferred[at_spot]
 
 
 def _ijk(post: Image, offset) -> np.ndarray:

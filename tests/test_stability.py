@@ -7,7 +7,7 @@ import pytest
 from lesioncount.config import TrackingConfig
 from lesioncount.image import Image
 from lesioncount.registration import rigid_transform
-from lesioncount.stability import Visit, stable_foci
+from lesioncount.stability import Visit, stable_foci, transient_foci
 
 AFF = np.diag([1.0, 1.0, 3.0, 1.0])
 SHAPE = (40, 40, 14)
@@ -80,3 +80,122 @@ def test_follows_the_transforms():
     assert stable_foci(moved)[0] == [1]
     unmoved = [moved[0]] + [Visit(w.labels, w.enhancement, None, w.days) for w in moved[1:]]
     assert stable_foci(unmoved)[0] == []
+
+
+# --- transient_foci: look-alikes the detector set aside, kept when they come and go
+
+
+def _deferred(visits, which):
+    """Per visit: the vein (label 1) and/or the lesion (label 2) as deferred candidates."""
+    out = []
+    for i, v in enumerate(visits):
+        lab = np.zeros(SHAPE, np.int32)
+        if "vein" in which.get(i, ()):
+            lab[_ball(VEIN)] = 1
+        if "lesion" in which.get(i, ()):
+            lab[_ball(LESION)] = 2
+        out.append(Image(lab, AFF) if lab.any() else None)
+    return out
+
+
+def _no_detections(visits):
+    return [Visit(Image(np.zeros(SHAPE, np.int32), AFF), v.enhancement, v.to_baseline, v.days)
+            for v in visits]
+
+
+def test_transient_lesion_kept_vein_is_not():
+    # the vein enhances (z 9) on all 6 visits; the lesion (z 12) on visits 2 and 3 only;
+    # the detector rejected both as look-alikes on visits 2 and 3
+    v = _no_detections(_visits([0, 28, 56, 84, 112, 140], vein_z=9.0, lesion_on={2, 3},
+                               detected_vein=set()))
+    res = transient_foci(v, _deferred(v, {2: ("vein", "lesion"), 3: ("vein", "lesion")}))
+    assert res[2] == [2] and res[3] == [2]
+    assert all(r == [] for i, r in enumerate(res) if i not in (2, 3))
+
+
+def test_transient_needs_strong_enhancement_visits_and_rule_on():
+    v = _no_detections(_visits([0, 28, 56, 84, 112, 140], vein_z=0.0, lesion_on={2},
+                               detected_vein=set()))
+    d = _deferred(v, {2: ("lesion",)})
+    assert transient_foci(v, d)[2] == [2]
+    # peaks under transient_min_z (12 + noise < 20): not strong enough to overrule the detector
+    assert transient_foci(v, d, TrackingConfig(transient_min_z=20.0))[2] == []
+    assert transient_foci(v, d, TrackingConfig(transient_max_sessions=0))[2] == []
+    # three visits are too few to tell a lesion from an intermittently enhanced vessel
+    assert all(r == [] for r in transient_foci(v[:3], d[:3]))
+    # on three visits (max 2): not transient
+    v3 = _no_detections(_visits([0, 28, 56, 84, 112, 140], vein_z=0.0, lesion_on={1, 2, 3},
+                                detected_vein=set()))
+    assert transient_foci(v3, _deferred(v3, {2: ("lesion",)}))[2] == []
+
+
+def test_track_subject_counts_a_transient_deferred_lesion_as_new(tmp_path):
+    """Through the pipeline's tracking stage: a deferred candidate enhancing on one visit of
+    five becomes a new lesion (and is written to the label map); a deferred vein does not."""
+    from lesioncount.config import PipelineConfig
+    from lesioncount.dataset import Session, Subject
+    from lesioncount.io import save_image
+    from lesioncount.outputs import SessionPaths
+    from lesioncount.pipeline import _save_transform, track_subject
+
+    rng = np.random.default_rng(1)
+    sessions, sidecars = [], {}
+    for i in range(5):
+        ses = f"ses-M{i:02d}"
+        post = tmp_path / "in" / f"sub-01_{ses}_ce-gadolinium_T1w.nii.gz"
+        save_image(Image(np.zeros(SHAPE, np.float32), AFF), post)
+        sessions.append(Session("sub-01", ses, post, days=28.0 * i))
+        p = SessionPaths(tmp_path / "out", "sub-01", ses)
+        z = rng.normal(0, 1, SHAPE).astype(np.float32)
+        z[_ball(VEIN)] += 9.0
+        deferred = _ball(VEIN).copy()
+        if i == 2:
+            z[_ball(LESION)] += 12.0
+            deferred |= _ball(LESION)
+        save_image(Image(np.zeros(SHAPE, np.uint8), AFF), p.detected)
+        save_image(Image(deferred.astype(np.uint8), AFF), p.deferred)
+        save_image(Image(z, AFF), p.enhancement, dtype=np.int16)
+        if i:
+            _save_transform(rigid_transform((0, 0, 0), (0.0, 0.0, 0.0)), p.to_baseline)
+        sidecars[ses] = {"registration": {}, "pre_used": True, "detector": "classical"}
+    subject = Subject("sub-01", tuple(sessions), "placebo")
+
+    res = track_subject(subject, sidecars, PipelineConfig(), tmp_path / "out")
+    assert [c["new_gd_count"] for c in res.counts] == [0, 0, 1, 0, 0]
+    assert [c["transient_kept"] for c in res.counts] == [0, 0, 1, 0, 0]
+    assert res.subject["cumulative_new_gd"] == 1
+    (les,) = res.lesions
+    assert les["session"] == "ses-M02" and les["status"] == "new"
+    assert abs(les["x"] - LESION[0]) < 1 and abs(les["z"] - 3 * LESION[2]) < 1
+    lab = np.asarray(nib_load(SessionPaths(tmp_path / "out", "sub-01", "ses-M02").lesions).dataobj)
+    assert lab[LESION] == 1 and lab[VEIN] == 0
+
+    off = PipelineConfig().replace(tracking=TrackingConfig(transient_max_sessions=0))
+    res = track_subject(subject, sidecars, off, tmp_path / "out")
+    assert res.subject["cumulative_new_gd"] == 0 and not res.lesions
+
+
+def nib_load(path):
+    import nibabel as nib
+
+    return nib.load(str(path))
+
+
+def test_transient_counts_only_visits_whose_brain_mask_covers_the_place():
+    """A focus at the edge of the brain that most visits' masks leave out (their enhancement
+    map is 0 there) is not evidence of a transient lesion."""
+    v = _no_detections(_visits([0, 28, 56, 84, 112, 140], vein_z=9.0, lesion_on=set(),
+                               detected_vein=set()))
+    d = _deferred(v, {2: ("vein",)})
+    assert transient_foci(v, d)[2] == []          # the vein enhances on all 6 visits
+    cut = np.ones(SHAPE, np.uint8)
+    cut[_ball(VEIN, r=4.0)] = 0
+    masked = []
+    for i, w in enumerate(v):
+        outside = i not in (2, 3)                   # 4 visits' masks leave the vein out...
+        z = np.where(cut == 0, 0, np.asarray(w.enhancement.array)) if outside else w.enhancement.array
+        brain = Image(cut if outside else np.ones(SHAPE, np.uint8), AFF)
+        masked.append(Visit(w.labels, Image(z.astype(np.float32), AFF), None, w.days, brain))
+    assert transient_foci(masked, d)[2] == []     # ...so only 2 visits say anything
+    no_masks = [Visit(w.labels, w.enhancement, None, w.days) for w in masked]
+    assert transient_foci(no_masks, d)[2] == [1]  # read as "enhanced on 2 of 6" without them

@@ -24,3 +24,7 @@ class Detection:
     mask: np.ndarray  # bool
     # Free-form notes for the session sidecar (e.g. which reference the enhancement used).
     info: dict
+    # Candidates rejected only because they look like a normal enhancing structure although
+    # they enhance as strongly as a lesion (classical detector; None for the others). The
+    # tracking stage keeps those whose place enhances on few visits (lesioncount.stability).
+    deferred: np.ndarray | None = None  # bool

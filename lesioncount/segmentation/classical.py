@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 # Reasons a candidate component was rejected (keys of ``Detection.info["rejected"]``).
 REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surface", "csf",
            "not_wm", "no_flair", "faint")
+# Rejections for looking like a vein, the choroid plexus or grey matter (shape, place, no
+# FLAIR correlate), not for being faint, small or at the brain surface: such a candidate
+# peaking at the seed threshold is deferred to the tracking stage, which keeps it when its
+# place does not enhance on most visits (lesioncount.stability.transient_foci). Only with
+# a FLAIR, and not where it is darker than white matter (flair_veto_ratio: the FLAIR says
+# vessel): on tuning seeds 13/17/19 every look-alike that enhanced on <= 2 visits at z >= 8
+# without being a lesion was FLAIR-dark, so without a FLAIR the rule would count veins.
+DEFERRABLE = ("elongated", "thin", "vessel_piece", "sheet", "csf", "not_wm", "no_flair")
 
 
 def _check_inputs(post: Image, pre: Image | None, brain: np.ndarray,
@@ -387,6 +395,11 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
             ok[k] = True
         else:
             rejected[f["reason"]] += 1
+    defer = np.zeros(len(feats) + 1, dtype=bool)
+    for k, f in enumerate(feats, start=1):
+        fr = f.get("flair_ratio")
+        defer[k] = (f["reason"] in DEFERRABLE and f["max_z"] >= cfg.seed_z
+                    and fr is not None and fr >= cfg.flair_veto_ratio)
     mask = ok[cand]
     rejected_mask = (cand > 0) & ~mask
     mask = label_lesions(mask, post.affine, lesion_cfg) > 0
@@ -400,4 +413,5 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
                 seconds=round(time.perf_counter() - t0, 2))
     log.info("classical detector: %d candidates, %d accepted, rejected %s (%.1f s)",
              len(feats), info["n_accepted"], rejected, info["seconds"])
-    return Detection(enhancement=z.astype(np.float32), probability=prob, mask=mask, info=info)
+    return Detection(enhancement=z.astype(np.float32), probability=prob, mask=mask, info=info,
+                     deferred=defer[cand] & ~mask)
