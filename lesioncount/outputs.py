@@ -16,7 +16,7 @@ COUNTS_COLUMNS = ["subject", "session", "days", "gd_count", "new_gd_count", "cum
                   "persistent_gd_count", "status", "pre_used", "registration_quality",
                   "detector", "stable_excluded", "transient_kept"]
 LESIONS_COLUMNS = ["subject", "session", "lesion", "track", "status", "volume_mm3", "x", "y", "z",
-                   "max_enhancement", "mean_enhancement"]
+                   "max_enhancement", "mean_enhancement", "transient"]
 SUBJECTS_COLUMNS = ["subject", "group", "sessions", "baseline_gd_count", "eligible",
                     "cumulative_new_gd", "complete", "failed_sessions"]
 ERRORS_COLUMNS = ["subject", "session", "file", "level", "reason"]

@@ -447,6 +447,8 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         pts = np.array([st.centroid_ras for st in stats]) if stats else np.zeros((0, 3))
         if transforms[s.session] is not None and len(pts):
             pts = points_to_fixed(transforms[s.session], pts)
+        # lesions with no voxel the detector accepted: kept by the transient rule only
+        accepted = np.bincount(final[mask_img.array > 0].ravel(), minlength=int(final.max()) + 1)
         n_new = n_pers = 0
         for st, tid, xyz in zip(stats, tracked_ids, pts):
             les = by_tracked.get(int(tid))
@@ -459,6 +461,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
                 "volume_mm3": round(st.volume_mm3, 2),
                 "x": round(float(xyz[0]), 2), "y": round(float(xyz[1]), 2), "z": round(float(xyz[2]), 2),
                 "max_enhancement": st.max_enhancement, "mean_enhancement": st.mean_enhancement,
+                "transient": bool(accepted[st.label] == 0),
             })
         save_image(mask_img.like(final.astype(np.int16)), p.lesions, dtype=np.int16)
         side = sidecars[s.session]

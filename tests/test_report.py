@@ -235,6 +235,22 @@ def test_one_card_per_new_lesion_with_its_crops(study):
     assert sum(a.startswith("pre-contrast") for a in alts) == n_new
 
 
+def test_a_lesion_kept_by_the_transient_rule_is_flagged_on_its_card(tmp_path):
+    from lesioncount.io import read_tsv, write_tsv
+    from lesioncount.outputs import LESIONS_COLUMNS
+
+    out = make_example_output(tmp_path, groups=(("placebo", 1),), n_visits=3,
+                              new_per_visit={"placebo": 2}, seed=2)
+    rows = read_tsv(out / "lesions.tsv")
+    new = [r for r in rows if r["status"] == "new"]
+    assert len(new) >= 2
+    for r in rows:
+        r["transient"] = r is new[0]
+    write_tsv(out / "lesions.tsv", rows, LESIONS_COLUMNS)
+    html = write_report(out).read_text()
+    assert html.count("kept because its enhancement comes and goes") == 1
+
+
 def test_flagged_registration_is_shown_first(study):
     out, dest = study
     html = dest.read_text()

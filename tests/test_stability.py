@@ -166,6 +166,7 @@ def test_track_subject_counts_a_transient_deferred_lesion_as_new(tmp_path):
     assert res.subject["cumulative_new_gd"] == 1
     (les,) = res.lesions
     assert les["session"] == "ses-M02" and les["status"] == "new"
+    assert les["transient"] is True  # flagged for the reader: the detector had set it aside
     assert abs(les["x"] - LESION[0]) < 1 and abs(les["z"] - 3 * LESION[2]) < 1
     lab = np.asarray(nib_load(SessionPaths(tmp_path / "out", "sub-01", "ses-M02").lesions).dataobj)
     assert lab[LESION] == 1 and lab[VEIN] == 0

@@ -30,7 +30,7 @@ _NUMERIC = {
                 "mean_enhancement"],
     "subjects": ["sessions", "baseline_gd_count", "cumulative_new_gd"],
 }
-_BOOLEAN = {"counts": ["pre_used"], "lesions": [], "subjects": ["eligible", "complete"]}
+_BOOLEAN = {"counts": ["pre_used"], "lesions": ["transient"], "subjects": ["eligible", "complete"]}
 
 
 @dataclass

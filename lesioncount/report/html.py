@@ -386,6 +386,9 @@ def _lesion_cards(data: StudyData, subject: str, images: dict[str, crops.Session
                  f"<br><span class='muted'>{fmt(r.get('volume_mm3'), 0)} mm&sup3;; max enhancement "
                  f"{fmt(r.get('max_enhancement'), 1)}; at ({centre[0]:.0f}, {centre[1]:.0f}, "
                  f"{centre[2]:.0f}) mm</span>")
+        if r.get("transient") is True:  # the detector had set it aside; tracking kept it
+            title += ("<br><span class='tag flag'>kept because its enhancement comes and goes "
+                      "(the detector had taken it for a look-alike): check it first</span>")
         review = str(r.get("review") or "")
         if review and review not in ("auto", "nan"):
             who = str(r.get("reader") or "")

@@ -57,7 +57,7 @@ _TYPES = {"days": float, "gd_count": int, "new_gd_count": int, "cumulative_new_g
           "persistent_gd_count": int, "registration_quality": float, "pre_used": bool,
           "lesion": int, "track": int, "volume_mm3": float, "x": float, "y": float, "z": float,
           "max_enhancement": float, "mean_enhancement": float, "sessions": int,
-          "baseline_gd_count": int, "eligible": bool, "complete": bool}
+          "baseline_gd_count": int, "eligible": bool, "complete": bool, "transient": bool}
 
 
 def _typed(rows: list[dict]) -> list[dict]:
