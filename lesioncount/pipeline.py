@@ -309,6 +309,16 @@ def _read_own_map(path) -> Image:
     return Image(np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, float))
 
 
+def _read_own_mask(path) -> Image | None:
+    """One of our own binary masks as uint8 (a quarter of the float map), None if absent."""
+    import nibabel as nib
+
+    if not Path(path).exists():
+        return None
+    img = nib.load(str(path))
+    return Image(np.asarray(img.dataobj, dtype=np.uint8), np.asarray(img.affine, float))
+
+
 def load_image_mask(path, like: Image) -> np.ndarray | None:
     m = _read_own_map(path)
     if m.shape != like.shape:
@@ -388,16 +398,19 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         if not sidecars.get(s.session):
             continue
         p = SessionPaths(out, s.subject, s.session)
-        mask_img = _read_own_map(p.detected)
+        mask_img = _read_own_mask(p.detected)
+        if mask_img is None:
+            raise InputError(p.detected, "missing: the session's detection was not written")
         labels = label_lesions(mask_img.array > 0, mask_img.affine, cfg.lesion)
         natives[s.session] = (mask_img, labels)
         tx = load_transform(p.to_baseline) if s.session != base.session else None
         transforms[s.session] = tx
         enh = _read_own_map(p.enhancement) if p.enhancement.exists() else None
-        brain = _read_own_map(p.brain) if p.brain.exists() else None
-        visits.append((s.session, Visit(mask_img.like(labels), enh, tx, s.days, brain)))
-        deferred.append(mask_img.like(label_lesions(_read_own_map(p.deferred).array > 0, mask_img.affine,
-                                                    cfg.lesion)) if p.deferred.exists() else None)
+        visits.append((s.session, Visit(mask_img.like(labels), enh, tx, s.days,
+                                        _read_own_mask(p.brain))))
+        dfr = _read_own_mask(p.deferred)
+        deferred.append(None if dfr is None or not dfr.array.any() else
+                        dfr.like(label_lesions(dfr.array > 0, dfr.affine, cfg.lesion).astype(np.uint16)))
     # look-alikes the detector set aside whose enhancement comes and goes are lesions
     rescued = dict(zip([k for k, _ in visits],
                        transient_foci([v for _, v in visits], deferred, cfg.tracking)))
@@ -411,6 +424,10 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
         labels = label_lesions(both, mask_img.affine, cfg.lesion)
         natives[key] = (mask_img, labels)
         visits[i] = (key, Visit(mask_img.like(labels), v.enhancement, v.to_baseline, v.days, v.brain))
+    # (the brain masks and deferred candidates are not needed any more: a subject's 1 mm
+    # whole heads hold ~100 MB of each)
+    visits = [(k, Visit(v.labels, v.enhancement, v.to_baseline, v.days)) for k, v in visits]
+    del deferred
     # foci enhancing at one place on many visits are vessels, not lesions (stability.py)
     stable = dict(zip([k for k, _ in visits], stable_foci([v for _, v in visits], cfg.tracking)))
     enh_maps = {k: v.enhancement.array for k, v in visits if v.enhancement is not None}

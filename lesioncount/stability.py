@@ -92,15 +92,21 @@ def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) 
     return days
 
 
+def _inside(mask: Image, pts_ras: np.ndarray) -> np.ndarray:
+    """Whether each world point falls in a nonzero voxel of ``mask`` (nearest voxel)."""
+    ijk = np.rint((pts_ras - mask.affine[:3, 3]) @ np.linalg.inv(mask.affine[:3, :3]).T).astype(int)
+    shape = np.asarray(mask.shape)
+    ok = np.all((ijk >= 0) & (ijk < shape), axis=1)
+    out = np.zeros(len(ijk), bool)
+    out[ok] = np.asarray(mask.array)[tuple(ijk[ok].T)] > 0
+    return out
+
+
 def _covering(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list[Visit]:
     """The visits whose brain mask holds at least ``cfg.transient_min_coverage`` of ``pts``:
     the enhancement map is 0 outside the brain, which says nothing about enhancement."""
-    out = []
-    for w in with_map:
-        if w.brain is None or float(np.mean(_sample(w.brain, _from_baseline(w, pts)) > 0.5)) \
-                >= cfg.transient_min_coverage:
-            out.append(w)
-    return out
+    return [w for w in with_map if w.brain is None
+            or float(np.mean(_inside(w.brain, _from_baseline(w, pts)))) >= cfg.transient_min_coverage]
 
 
 def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
