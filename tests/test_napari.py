@@ -134,6 +134,26 @@ def test_open_choose_reject_add_and_reviewed_counts(widget, out):
     assert any(r["comment"] == "adjacent to an old T2 lesion" for r in les)
 
 
+def test_a_lesion_kept_by_the_transient_rule_asks_to_be_checked(
+        _texture_limits_without_gl, make_napari_viewer, out, qtbot):
+    from lesioncount.io import write_tsv
+    from lesioncount.napari._widget import TRANSIENT_HINT, ReviewWidget
+    from lesioncount.outputs import LESIONS_COLUMNS
+
+    rows = read_tsv(out / "lesions.tsv")
+    for r in rows:  # ses-02's lesion 2 (B, new) was kept by the transient rule
+        r["transient"] = (r["session"], r["lesion"]) == ("ses-02", "2")
+    write_tsv(out / "lesions.tsv", rows, LESIONS_COLUMNS)
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer, out=out, reader="DrQt")
+    w.step_session(+1)
+    assert w.session == "ses-02"
+    assert [w.table.item(r, 5).text() for r in range(2)] == ["", TRANSIENT_HINT]
+    w.select_lesion(2)
+    _press(w, "A")
+    assert w.table.item(1, 5).text() == "accepted"  # decided: the hint gives way
+
+
 def test_reopening_resumes_where_the_reader_left_off(_texture_limits_without_gl,
                                                     make_napari_viewer, out):
     from lesioncount.napari._widget import ReviewWidget

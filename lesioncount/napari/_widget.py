@@ -23,6 +23,9 @@ from ._reader import STATUS_COLOURS, added_colours, label_colours, session_layer
 log = logging.getLogger(__name__)
 
 COLUMNS = ["#", "track", "status", "mm³", "location", "decision"]
+# Shown for a pending lesion that the tracking kept although the detector had set it aside
+# (lesions.tsv "transient"): the least certain automatic lesions.
+TRANSIENT_HINT = "check: comes and goes"
 PAINT_LAYER = "paint missed lesion"
 KEYS = {"N": "next_lesion", "Shift-N": "previous_lesion", "A": "accept", "R": "reject",
         "Shift-A": "add_painted"}
@@ -328,6 +331,8 @@ class ReviewWidget(QWidget):
             if row["verdict"] != "added" and row["verdict"] != "rejected" and \
                     row["status"] != row["auto_status"]:
                 decision = f"{decision} (was {row['auto_status']})".strip()
+            if row.get("transient") and row["verdict"] == "pending":
+                decision = TRANSIENT_HINT
             lesion = row["lesion"] if isinstance(row["lesion"], int) else "+"
             cells = [lesion, row["track"] if row["track"] is not None else "",
                      row["status"], f"{row['volume_mm3']:.0f}" if row["volume_mm3"] else "",

@@ -110,7 +110,8 @@ class Review:
 
         Keys: ``lesion`` (int id, or the added lesion's str id), ``track``, ``status``
         (after the review), ``auto_status``, ``verdict`` (pending / accepted / rejected /
-        added), ``volume_mm3``, ``x``, ``y``, ``z``, ``location``, ``comment``.
+        added), ``volume_mm3``, ``x``, ``y``, ``z``, ``location``, ``comment``, ``transient``
+        (kept by the transient-enhancement rule, not by the detector: check these first).
         """
         sr = self.state.session(subject, session)
         rows = []
@@ -122,12 +123,12 @@ class Review:
                          "volume_mm3": lr.row.get("volume_mm3"), "x": lr.row.get("x"),
                          "y": lr.row.get("y"), "z": lr.row.get("z"),
                          "location": location(lr.row.get("x"), lr.row.get("y"), lr.row.get("z")),
-                         "comment": lr.comment})
+                         "comment": lr.comment, "transient": lr.row.get("transient") is True})
         for a in sr.added.values():
             rows.append({"lesion": a.id, "track": a.track, "status": a.status,
                          "auto_status": None, "verdict": "added", "volume_mm3": a.volume_mm3,
                          "x": a.xyz[0], "y": a.xyz[1], "z": a.xyz[2],
-                         "location": location(*a.xyz), "comment": a.comment})
+                         "location": location(*a.xyz), "comment": a.comment, "transient": False})
         return rows
 
     def reviewed_counts(self, subject: str, session: str) -> dict:
