@@ -64,14 +64,15 @@ def _sample(img: Image, pts_ras: np.ndarray) -> np.ndarray:
 
 
 def _with_maps(visits: list[Visit]) -> list[Visit]:
-    # float32 once per visit, not once per focus and visit (maps are read as float64)
+    # float32 once per visit, not once per focus and visit (a no-op for the pipeline's maps)
     return [Visit(v.labels, v.enhancement.like(np.asarray(v.enhancement.array, np.float32)),
                   v.to_baseline, v.days, v.brain)
             for v in visits if v.enhancement is not None]
 
 
 def _foci(v: Visit, labels: Image):
-    """(label, voxel centres in baseline space) of each focus of ``labels`` (on ``v``'s grid)."""
+    """(label, voxel indices, their centres in baseline space) of each focus of ``labels``
+    (on ``v``'s grid)."""
     lab = np.asarray(labels.array)
     if not lab.any():
         return
