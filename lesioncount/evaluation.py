@@ -166,6 +166,7 @@ def evaluate(result_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> dic
                "contrast": defaultdict(lambda: [0, 0]), "site": defaultdict(lambda: [0, 0]),
                "status": defaultdict(lambda: [0, 0])}
     fp_on = defaultdict(int)
+    transient = [0, 0]  # detections kept by the transient rule, of which true
     status_conf = defaultdict(lambda: defaultdict(int))
     failed, per_session = [], []
     gd_err, new_err = [], []
@@ -225,6 +226,10 @@ def evaluate(result_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> dic
                 best = max((c, b) for (a, b), c in pairs.items() if a == t)[1]
                 r_status = (r_lesions.get((sub, ses, best)) or {}).get("status") or "?"
                 status_conf[info.get("status", "?")][r_status] += 1
+        for d in d_ids:  # lesions the tracking kept although the detector had set them aside
+            if _bool((r_lesions.get((sub, ses, d)) or {}).get("transient")):
+                transient[0] += 1
+                transient[1] += d in hit_d
         unmatched = [d for d in d_ids if d not in hit_d]
         if unmatched:
             _classify_fps(truth_root, sub, ses, res_lab, unmatched, fp_on)
@@ -262,6 +267,8 @@ def evaluate(result_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> dic
                                   for k, (h, n) in sorted(d.items())}
                            for name, d in sens_by.items()},
         "false_positives_on": dict(sorted(fp_on.items())),
+        "transient": {"detections": transient[0], "true": transient[1],
+                      "false_positives": transient[0] - transient[1]},
         "per_session": per_session,
     }
 
@@ -423,6 +430,10 @@ def format_table(result: dict) -> str:
     if result["false_positives_on"]:
         lines.append("False positives lie on: " + ", ".join(f"{k} {v}" for k, v in
                                                         result["false_positives_on"].items()))
+    tr = result.get("transient") or {}
+    if tr.get("detections"):
+        lines.append(f"Kept by the transient-enhancement rule: {tr['detections']} detections, "
+                     f"{tr['true']} true, {tr['false_positives']} false positives")
     lines.append("")
     lines.append(f"Gd+ count per session:   mean abs error {_fmt(c['gd_mean_abs_error'])}, "
                  f"mean error {_fmt(c['gd_mean_error'])}, exact {_fmt(c['gd_fraction_exact'], True)}")

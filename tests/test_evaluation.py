@@ -130,6 +130,29 @@ def test_one_miss_one_false_positive(dirs):
     assert "counted/true (* = not exact): sub-01 2/1 *" in txt
 
 
+def test_lesions_kept_by_the_transient_rule_are_scored_apart(dirs):
+    """The FP on the vein and the true persistent lesion of the test above, both flagged
+    as kept by the transient rule: one true, one false positive."""
+    from lesioncount.io import read_tsv
+
+    t, r = dirs
+    m0 = np.zeros(SHAPE, np.int16)
+    box(m0, 1, 3, 3, 3)
+    m1 = np.zeros(SHAPE, np.int16)
+    box(m1, 1, 2, 2, 2)
+    m1[16:19, 2:5, 8:10] = 2
+    write_result(r, [m0, m1], [(1, 0), (2, 2)], [["baseline"], ["new", "new"]], 2)
+    assert "Kept by the transient" not in format_table(evaluate(r, t))  # no such column
+    rows = read_tsv(r / "lesions.tsv")
+    for row in rows:
+        row["transient"] = row["session"] == SESS[1]
+    write_tsv(r / "lesions.tsv", rows, list(rows[0]))
+    ev = evaluate(r, t)
+    assert ev["transient"] == {"detections": 2, "true": 1, "false_positives": 1}
+    assert "Kept by the transient-enhancement rule: 2 detections, 1 true, 1 false positives" \
+        in format_table(ev)
+
+
 def test_failed_session_is_counted_not_fatal(dirs, tmp_path):
     t, r = dirs
     write_result(r, truth_maps(), [(1, 0), (2, 1)], [["baseline"], ["persistent", "new"]], 1,
