@@ -19,6 +19,8 @@ and the ``*_ce-gadolinium_desc-lesions_dseg.nii.gz`` label maps) and a phantom's
 - the lesion-wise figures split by acquisition (``3d1mm`` / ``2d3mm``), whole head and
   pre-contrast availability; sensitivity by lesion kind, size, contrast and site; false
   positives by what they lie on (vein, sinus/falx, choroid plexus, dura, chronic lesion).
+- transient: of the detections ``lesions.tsv`` flags as kept by the transient-enhancement
+  rule (lesioncount.stability.transient_foci), how many match a true lesion.
 
 Sessions missing from the output (or whose row says they failed, or whose label map is
 missing or on another grid) are counted as failed and left out of the figures.
