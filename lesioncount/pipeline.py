@@ -301,22 +301,18 @@ def _save_transform(transform, path: Path) -> None:
         save_transform(transform, tmp)
 
 
-def _read_own_map(path) -> Image:
-    """One of our own intermediate maps; unlike input scans it may be constant (no lesion)."""
+def _read_own_map(path, dtype=np.float32) -> Image:
+    """One of our own intermediate maps; unlike input scans it may be constant (no lesion).
+    Masks are read as ``np.uint8``: a quarter of the float map's memory."""
     import nibabel as nib
 
     img = nib.load(str(path))
-    return Image(np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, float))
+    return Image(np.asarray(img.dataobj, dtype=dtype), np.asarray(img.affine, float))
 
 
 def _read_own_mask(path) -> Image | None:
-    """One of our own binary masks as uint8 (a quarter of the float map), None if absent."""
-    import nibabel as nib
-
-    if not Path(path).exists():
-        return None
-    img = nib.load(str(path))
-    return Image(np.asarray(img.dataobj, dtype=np.uint8), np.asarray(img.affine, float))
+    """One of our own binary masks as uint8, None if absent."""
+    return _read_own_map(path, np.uint8) if Path(path).exists() else None
 
 
 def load_image_mask(path, like: Image) -> np.ndarray | None:

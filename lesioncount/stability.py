@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .config import TrackingConfig
-from .image import Image
+from .image import Image, apply_affine
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ def _from_baseline(visit: Visit, pts: np.ndarray) -> np.ndarray:
     return pts if visit.to_baseline is None else transform_points_ras(visit.to_baseline, pts)
 
 
-def _sample(img: Image, pts_ras: np.ndarray) -> np.ndarray:
-    """Trilinear samples of ``img`` at world points (0 outside its grid)."""
-    ijk = (pts_ras - img.affine[:3, 3]) @ np.linalg.inv(img.affine[:3, :3]).T
-    return ndi.map_coordinates(img.array, ijk.T, order=1, mode="constant", cval=0.0)
+def _sample(img: Image, pts_ras: np.ndarray, order: int = 1) -> np.ndarray:
+    """Samples of ``img`` at world points (trilinear; ``order=0`` nearest; 0 outside its grid)."""
+    ijk = apply_affine(np.linalg.inv(img.affine), pts_ras)
+    return ndi.map_coordinates(img.array, ijk.T, order=order, mode="constant", cval=0.0)
 
 
 def _with_maps(visits: list[Visit]) -> list[Visit]:
@@ -93,21 +93,12 @@ def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) 
     return days
 
 
-def _inside(mask: Image, pts_ras: np.ndarray) -> np.ndarray:
-    """Whether each world point falls in a nonzero voxel of ``mask`` (nearest voxel)."""
-    ijk = np.rint((pts_ras - mask.affine[:3, 3]) @ np.linalg.inv(mask.affine[:3, :3]).T).astype(int)
-    shape = np.asarray(mask.shape)
-    ok = np.all((ijk >= 0) & (ijk < shape), axis=1)
-    out = np.zeros(len(ijk), bool)
-    out[ok] = np.asarray(mask.array)[tuple(ijk[ok].T)] > 0
-    return out
-
-
 def _covering(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list[Visit]:
     """The visits whose brain mask holds at least ``cfg.transient_min_coverage`` of ``pts``:
     the enhancement map is 0 outside the brain, which says nothing about enhancement."""
     return [w for w in with_map if w.brain is None
-            or float(np.mean(_inside(w.brain, _from_baseline(w, pts)))) >= cfg.transient_min_coverage]
+            or float(np.mean(_sample(w.brain, _from_baseline(w, pts), order=0) > 0))
+            >= cfg.transient_min_coverage]
 
 
 def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:

@@ -388,15 +388,14 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     rejected = {r: 0 for r in REASONS}
     rejected["small"] = info["n_small"]
     ok = np.zeros(len(feats) + 1, dtype=bool)
+    defer = np.zeros(len(feats) + 1, dtype=bool)
     for k, f in enumerate(feats, start=1):
         f["label"] = k
         f["reason"] = _reason(f, cfg)
         if f["reason"] is None:
             ok[k] = True
-        else:
-            rejected[f["reason"]] += 1
-    defer = np.zeros(len(feats) + 1, dtype=bool)
-    for k, f in enumerate(feats, start=1):
+            continue
+        rejected[f["reason"]] += 1
         fr = f.get("flair_ratio")
         defer[k] = (f["reason"] in DEFERRABLE and f["max_z"] >= cfg.seed_z
                     and fr is not None and fr >= cfg.flair_veto_ratio)
