@@ -235,3 +235,38 @@ def test_cropping_to_the_brain_box_keeps_the_transform(tpl1, fixed2):
         assert displacement_error(on.transform, off.transform, fixed2, brain) < 0.1
         assert displacement_error(true, on.transform, fixed2, brain) < 0.5
         assert abs(on.quality - off.quality) < 0.02
+
+
+def test_pyramid_level_keeps_world_positions():
+    """A pyramid level is a coarser picture of the same place: a bright blob's world
+    centroid stays put (block centres, not corners), a 3 mm slice axis is not shrunk as
+    much as the 1 mm axes, and the blur reaches the level's sigma."""
+    from lesioncount.registration import _level_image
+
+    rng = np.random.default_rng(3)
+    for spacing in ((1.0, 1.0, 1.0), (1.0, 1.0, 3.0)):
+        shape = tuple(int(96 / s) for s in spacing)
+        R = rotation_matrix(10, -5, 20)
+        aff = np.eye(4)
+        aff[:3, :3] = R @ np.diag(spacing)
+        aff[:3, 3] = (-40.0, 12.0, 7.0)
+        img = Image(np.zeros(shape, np.float32), aff)
+        centre_ijk = np.array([37.3, 51.8, 40.2]) / np.asarray(spacing)
+        ijk = np.indices(shape).reshape(3, -1).T * np.asarray(spacing)
+        d2 = ((ijk - centre_ijk * np.asarray(spacing)) ** 2).sum(axis=1)
+        img.array[...] = np.exp(-d2 / (2 * 4.0 ** 2)).reshape(shape) \
+            + 0.01 * rng.standard_normal(shape)
+        world = img.affine[:3, :3] @ centre_ijk + img.affine[:3, 3]
+        for shrink, sigma in ((4, 2.0), (2, 1.0), (1, 0.0)):
+            lev = _level_image(img, shrink, sigma)
+            a = np.clip(lev.array, 0, None) ** 4  # the blob, not the noise
+            c = (np.indices(a.shape).reshape(3, -1) * a.ravel()).sum(axis=1) / a.sum()
+            got = lev.affine[:3, :3] @ c + lev.affine[:3, 3]
+            assert np.linalg.norm(got - world) < 0.3, (spacing, shrink, got, world)
+            want = [max(1, round(shrink * min(spacing) / s)) * s for s in spacing]
+            np.testing.assert_allclose(lev.spacing, want, rtol=1e-6)
+            if shrink > 1:
+                # the blob (sigma 4 mm) has been blurred towards sqrt(4^2 + sigma^2)
+                assert lev.array.max() < img.array.max()
+            else:
+                np.testing.assert_array_equal(lev.array, img.array)
