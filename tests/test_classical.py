@@ -319,3 +319,46 @@ def test_detection_on_the_brain_box_is_the_whole_grid_result(thick):
     np.testing.assert_array_equal(part.probability, whole.probability)
     assert ([c["centroid_ijk"] for c in part.info["candidates"]]
             == [c["centroid_ijk"] for c in whole.info["candidates"]])
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 1.0, 3.0)])
+def test_surface_depth_on_a_box_is_the_whole_grid_one_near_the_surface(spacing):
+    """The detector measures a candidate's surface depth on its box only: wherever the
+    whole grid's distance is under the surface margin it must be the same, also in boxes
+    that touch the grid's edge (which bounds the brain), and never under it elsewhere."""
+    from scipy import ndimage as ndi
+
+    from lesioncount.brain import brain_surface_distance
+    from lesioncount.segmentation.classical import _surface_depth
+
+    sp = np.asarray(spacing)
+    rng = np.random.default_rng(5)
+    shape = tuple(int(60 / s) for s in spacing)
+    aff = np.diag([*spacing, 1.0])
+    # a lumpy brain cut by the grid's edge on one side, with sulci-like holes
+    ijk = np.indices(shape).transpose(1, 2, 3, 0) * sp
+    brain = ((ijk - (34.0, 30.0, 30.0)) ** 2).sum(-1) < 27.0 ** 2
+    brain &= ~ndi.binary_dilation(rng.random(shape) > 0.999, iterations=2)
+    whole = brain_surface_distance(brain, aff)
+    cfg = ClassicalConfig()
+    margin = cfg.surface_margin_mm
+    pad = np.ceil(max(cfg.shell_mm, margin) / sp).astype(int) + 2
+    n_checked = 0
+    n = np.asarray(shape)
+    # random boxes, and boxes on the face where the grid's edge cuts the brain
+    edge_boxes = [(np.array([n[0] - k, *(n[1:] // 2 - 3)]), np.array([n[0], *(n[1:] // 2 + 3)]))
+                  for k in (1, 3, 6)]
+    for lo0, hi0 in edge_boxes + [(None, None)] * 60:
+        if lo0 is None:
+            lo0 = rng.integers(0, n - 3)
+            hi0 = np.minimum(lo0 + rng.integers(1, 8, 3), shape)
+        box = tuple(slice(max(0, a - p), min(n, b + p))
+                    for a, b, p, n in zip(lo0, hi0, pad, shape))
+        inner = tuple(slice(a - s.start, b - s.start) for a, b, s in zip(lo0, hi0, box))
+        got = _surface_depth(brain, box, sp)[inner]
+        want = whole[box][inner]
+        near = want < margin
+        np.testing.assert_allclose(got[near], want[near], rtol=1e-6)
+        assert (got[~near] >= margin - 1e-6).all()
+        n_checked += int(near.sum())
+    assert n_checked > 100
