@@ -297,10 +297,10 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
         hi = [min(n_, s.stop + p) for s, p, n_ in zip(sl, pad, post.shape)]
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         comp = labels[box] == lab
-        depth = _surface_depth(brain, box, sp)
         if comp.sum() * vox < lesion_cfg.min_volume_mm3:
             n_small += 1
             continue
+        depth = _surface_depth(brain, box, sp)
         if cfg.extent_fraction > 0:
             # the lesion's edge is where its enhancement (in intensity, not z: the noise
             # scale varies with the pre intensity) falls to a fraction of its own peak
