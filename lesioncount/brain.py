@@ -44,7 +44,7 @@ from scipy import ndimage as ndi
 
 from .config import BrainConfig
 from .errors import InputError
-from .image import Image, mask_box, voxel_sizes
+from .image import Image, block_mean, mask_box, voxel_sizes
 from .morphology import fill_holes
 
 log = logging.getLogger(__name__)
@@ -137,14 +137,6 @@ def _tissue_threshold(values: np.ndarray) -> float:
     if v.size > 200_000:  # a deterministic subsample is plenty for a 3-class histogram
         v = v[:: v.size // 200_000]
     return float(threshold_multiotsu(v, classes=3)[0])
-
-
-def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    """Mean over blocks of ``f`` voxels (edges padded by replication)."""
-    pad = [(0, (-n) % k) for n, k in zip(a.shape, f)]
-    a = np.pad(a, pad, mode="edge")
-    s = a.shape
-    return a.reshape(s[0] // f[0], f[0], s[1] // f[1], f[1], s[2] // f[2], f[2]).mean(axis=(1, 3, 5))
 
 
 def _upsample_mask(m: np.ndarray, f: tuple[int, int, int], shape) -> np.ndarray:
@@ -291,8 +283,8 @@ def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     hb = head[box]
     f = tuple(max(1, int(round(cfg.work_mm / s))) if cfg.work_mm > 0 else 1 for s in sp)
     wsp = sp * np.asarray(f)
-    a_w = _block_mean(a, f) if f != (1, 1, 1) else a
-    h_w = _block_mean(hb.astype(np.float32), f) > 0.5 if f != (1, 1, 1) else hb
+    a_w = block_mean(a, f) if f != (1, 1, 1) else a
+    h_w = block_mean(hb.astype(np.float32), f) > 0.5 if f != (1, 1, 1) else hb
     s_w = _smooth(a_w, cfg.smooth_mm, wsp)
     t, tissue, core = _core(s_w, h_w, wsp, cfg)
     if core is None:

@@ -177,6 +177,19 @@ def resample(
     return Image(res.array, reference.affine)
 
 
+def block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    """Mean over blocks of ``f`` voxels (edges padded by replication).
+
+    Block ``k`` along an axis covers voxels ``k*f .. k*f + f - 1``: on a grid its value
+    sits at voxel coordinate ``k*f + (f - 1) / 2`` (brain masks and the registration
+    pyramid work on such grids).
+    """
+    pad = [(0, (-n) % k) for n, k in zip(a.shape, f)]
+    a = np.pad(a, pad, mode="edge")
+    s = a.shape
+    return a.reshape(s[0] // f[0], f[0], s[1] // f[1], f[1], s[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+
+
 def mask_box(mask: np.ndarray, spacing, margin_mm: float,
              align=(1, 1, 1)) -> tuple[slice, slice, slice]:
     """The bounding box of ``mask``'s voxels grown by ``margin_mm``, clipped to the grid.

@@ -42,8 +42,8 @@ from scipy import ndimage as ndi
 
 from .config import RegistrationConfig
 from .errors import ConfigError, InputError, RegistrationError
-from .image import (Image, apply_affine, crop, lps_to_ras, mask_box, ras_to_lps, sitk_grid,
-                    to_sitk)
+from .image import (Image, apply_affine, block_mean, crop, lps_to_ras, mask_box, ras_to_lps,
+                    sitk_grid, to_sitk)
 
 log = logging.getLogger(__name__)
 
@@ -212,18 +212,15 @@ def _level_image(img: Image, shrink: int, sigma_mm: float) -> Image:
     times its finest voxel side (a thick-slice axis is shrunk less or not at all), then
     smoothed so that box and Gaussian together make a blur of ``sigma_mm``.
 
-    Each new voxel is the mean of the block it covers and sits at its centre; trailing
-    voxels that do not fill a block are left out (the registration boxes have a margin).
+    Each new voxel is the mean of the block it covers and sits at its centre
+    (:func:`lesioncount.image.block_mean`).
     """
-    from skimage.measure import block_reduce
-
     sp = img.spacing
     f = np.maximum(1, np.round(shrink * sp.min() / sp)).astype(int)
     f = np.minimum(f, np.maximum(1, np.asarray(img.shape) // 2))
     a = np.asarray(img.array, dtype=np.float32)
     if (f > 1).any():
-        a = a[tuple(slice(0, n - n % k) for n, k in zip(a.shape, f))]
-        a = block_reduce(a, tuple(int(k) for k in f), np.mean).astype(np.float32)
+        a = block_mean(a, tuple(int(k) for k in f)).astype(np.float32)
     affine = img.affine.copy()
     affine[:3, 3] = apply_affine(img.affine, (f - 1) / 2.0)
     affine[:3, :3] = img.affine[:3, :3] * f
