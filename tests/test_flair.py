@@ -94,6 +94,28 @@ def test_a_flair_that_fails_to_confirm_does_not_outweigh_strong_enhancement_but_
     assert count(detect(post, pre, brain, cfg, flair=dark), post.affine) == 0
 
 
+def test_a_lesion_without_flair_correlate_is_deferred_and_a_flair_dark_one_is_not():
+    """A candidate that passes every shape and place rule but whose FLAIR is merely not
+    brighter than white matter (no correlate) is rejected as no_flair and deferred to the
+    tracking stage (kept there when it enhances on few visits); FLAIR-dark, it is not."""
+    post, pre, brain = head(lesions=[BALL])
+    at_spot = tuple(np.round(_ijk(post, SPOT)).astype(int))
+    cfg = ClassicalConfig()
+    none = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 5.0, 0.95)]))
+    (cand,) = [c for c in none.info["candidates"] if c["reason"] is not None]
+    # the premise: every rule but the FLAIR's passed; its FLAIR between the floor and the veto
+    assert cand["reason"] == "no_flair" and cand["max_z"] >= cfg.seed_z
+    assert cfg.no_flair_defer_ratio <= cand["flair_ratio"] < cfg.flair_veto_ratio
+    assert count(none, post.affine) == 0 and none.deferred[at_spot]
+    dark = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 5.0, 0.8)]))
+    assert count(dark, post.affine) == 0 and not dark.deferred.any()
+    # the floor is the config's: raised to the veto, the same candidate is not deferred
+    import dataclasses
+    strict = dataclasses.replace(cfg, no_flair_defer_ratio=cfg.flair_veto_ratio)
+    assert not detect(post, pre, brain, strict,
+                      flair=flair_like(post, brain, [(SPOT, 5.0, 0.95)])).deferred.any()
+
+
 def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
     # (this low-noise head puts a 5.5 % enhancement between the two seed thresholds; the
     # minimum contrast of FLAIR-seeded candidates, tested below, is off to isolate seeding)
@@ -245,6 +267,10 @@ def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_
     # a FLAIR darker than white matter there says vessel: not even deferred
     dark = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.0, 0.7)]))
     assert count(dark, post.affine) == 0 and not dark.deferred[at_spot]
+    # (a look-alike by its shape needs a FLAIR not under white matter's to be deferred:
+    # the lower floor of a candidate that fails on its FLAIR alone does not apply)
+    dim = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.0, 0.95)]))
+    assert count(dim, post.affine) == 0 and not dim.deferred[at_spot]
 
 
 def _ijk(post: Image, offset) -> np.ndarray:

@@ -414,8 +414,9 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
             continue
         rejected[f["reason"]] += 1
         fr = f.get("flair_ratio")
+        floor = cfg.no_flair_defer_ratio if f["reason"] == "no_flair" else cfg.flair_veto_ratio
         defer[k] = (f["reason"] in DEFERRABLE and f["max_z"] >= cfg.seed_z
-                    and fr is not None and fr >= cfg.flair_veto_ratio)
+                    and fr is not None and fr >= floor)
     mask = ok[cand]
     rejected_mask = (cand > 0) & ~mask
     mask = label_lesions(mask, post.affine, lesion_cfg) > 0
