@@ -117,6 +117,8 @@ def test_a_lesion_without_flair_correlate_is_deferred_and_a_flair_dark_one_is_no
 
 
 def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
+    import dataclasses
+
     # (this low-noise head puts a 5.5 % enhancement between the two seed thresholds; the
     # minimum contrast of FLAIR-seeded candidates, tested below, is off to isolate seeding)
     cfg = ClassicalConfig(flair_seed_min_contrast=0.0)
@@ -128,6 +130,15 @@ def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
     assert count(detect(post, pre, brain, cfg, flair=flair_like(post, brain)), post.affine) == 0
     fl = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
     assert count(detect(post, pre, brain, cfg, flair=fl), post.affine) == 1
+    # a FLAIR that barely crosses the seeding threshold is no lesion's correlate: the
+    # candidate it seeded is rejected as faint (kept when that rule is off)
+    edge = flair_like(post, brain, [(SPOT, 4.0, 1.16)])
+    det = detect(post, pre, brain, cfg, flair=edge)
+    (cand,) = det.info["candidates"]
+    assert cfg.flair_min_ratio <= cand["flair_ratio"] < cfg.flair_seed_min_ratio
+    assert cand["reason"] == "faint" and count(det, post.affine) == 0
+    off = dataclasses.replace(cfg, flair_seed_min_ratio=cfg.flair_min_ratio)
+    assert count(detect(post, pre, brain, off, flair=edge), post.affine) == 1
     # ... and a FLAIR lesion elsewhere does not lower the seed here
     fl_far = flair_like(post, brain, [((-12.0, -10.0, 6.0), 4.0, 1.4)])
     assert count(detect(post, pre, brain, cfg, flair=fl_far), post.affine) == 0

@@ -250,8 +250,10 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     if fr is not None and fr < cfg.flair_min_ratio and (
             fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z):
         return "no_flair"
-    # seeded by the FLAIR alone (peak under seed_z) and barely brighter than expected
-    if fr is not None and f["max_z"] < cfg.seed_z and f["contrast"] < cfg.flair_seed_min_contrast:
+    # seeded by the FLAIR alone (peak under seed_z): it must enhance visibly and lie in a
+    # clear FLAIR lesion, not at the edge of the FLAIR threshold that seeded it
+    if fr is not None and f["max_z"] < cfg.seed_z and (
+            f["contrast"] < cfg.flair_seed_min_contrast or fr < cfg.flair_seed_min_ratio):
         return "faint"
     return None
 
