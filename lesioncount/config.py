@@ -258,7 +258,7 @@ class ClassicalConfig:
     # (the CSF and choroid plexus candidates of the tuning phantoms measure 0.2-0.8): it is
     # deferred to the tracking stage like a look-alike, which keeps it only when it enhances
     # on at most two visits. Most such candidates are veins without a correlate (tuning
-    # seed 19: eight at 0.89-0.96 and peak z 10-20), which enhance on every visit and stay
+    # seed 19: eight at 0.90-0.96 and peak z 10-20), which enhance on every visit and stay
     # rejected; the phantom's faint-correlate lesions (8 % by design) measured 0.97-0.98
     # where noise put them under the veto (seed 19: two lesions at peak z 23 and 50, now
     # kept; no false positive added on tuning seeds 13, 17 and 19).

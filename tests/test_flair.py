@@ -5,6 +5,7 @@ grid: normal tissue at 1 (x 400, noise sd 12, i.e. 3 %), optionally a hyperinten
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def test_a_candidate_without_flair_correlate_is_rejected_and_one_with_it_kept():
 
 
 def test_a_flair_that_fails_to_confirm_does_not_outweigh_strong_enhancement_but_a_dark_one_vetoes():
-    import dataclasses
-
     post, pre, brain = head(lesions=[BALL])
     subtle = flair_like(post, brain, [(SPOT, 5.0, 1.06)])  # e.g. diluted by partial volume
     dark = flair_like(post, brain, [(SPOT, 5.0, 0.85)])  # FLAIR-dark: a vessel, not a lesion
@@ -110,15 +109,12 @@ def test_a_lesion_without_flair_correlate_is_deferred_and_a_flair_dark_one_is_no
     dark = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 5.0, 0.8)]))
     assert count(dark, post.affine) == 0 and not dark.deferred.any()
     # the floor is the config's: raised to the veto, the same candidate is not deferred
-    import dataclasses
     strict = dataclasses.replace(cfg, no_flair_defer_ratio=cfg.flair_veto_ratio)
     assert not detect(post, pre, brain, strict,
                       flair=flair_like(post, brain, [(SPOT, 5.0, 0.95)])).deferred.any()
 
 
 def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
-    import dataclasses
-
     # (this low-noise head puts a 5.5 % enhancement between the two seed thresholds; the
     # minimum contrast of FLAIR-seeded candidates, tested below, is off to isolate seeding)
     cfg = ClassicalConfig(flair_seed_min_contrast=0.0)

@@ -50,6 +50,8 @@ REASONS = ("small", "large", "elongated", "thin", "vessel_piece", "sheet", "surf
 # a FLAIR, and not where it is darker than white matter (flair_veto_ratio: the FLAIR says
 # vessel): on tuning seeds 13/17/19 every look-alike that enhanced on <= 2 visits at z >= 8
 # without being a lesion was FLAIR-dark, so without a FLAIR the rule would count veins.
+# A candidate whose only fault is its FLAIR (no_flair) is deferred down to
+# no_flair_defer_ratio: 0.9-1.0 is no correlate rather than a dark one.
 DEFERRABLE = ("elongated", "thin", "vessel_piece", "sheet", "csf", "not_wm", "no_flair")
 
 
