@@ -283,8 +283,8 @@ def brain_mask(image: Image, cfg: BrainConfig = BrainConfig()) -> np.ndarray:
     hb = head[box]
     f = tuple(max(1, int(round(cfg.work_mm / s))) if cfg.work_mm > 0 else 1 for s in sp)
     wsp = sp * np.asarray(f)
-    a_w = block_mean(a, f) if f != (1, 1, 1) else a
-    h_w = block_mean(hb.astype(np.float32), f) > 0.5 if f != (1, 1, 1) else hb
+    a_w = block_mean(a, f)
+    h_w = block_mean(hb.astype(np.float32), f) > 0.5
     s_w = _smooth(a_w, cfg.smooth_mm, wsp)
     t, tissue, core = _core(s_w, h_w, wsp, cfg)
     if core is None:

@@ -182,8 +182,10 @@ def block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
 
     Block ``k`` along an axis covers voxels ``k*f .. k*f + f - 1``: on a grid its value
     sits at voxel coordinate ``k*f + (f - 1) / 2`` (brain masks and the registration
-    pyramid work on such grids).
+    pyramid work on such grids). All factors 1: ``a`` itself.
     """
+    if all(int(k) == 1 for k in f):
+        return a
     pad = [(0, (-n) % k) for n, k in zip(a.shape, f)]
     a = np.pad(a, pad, mode="edge")
     s = a.shape

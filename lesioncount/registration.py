@@ -219,8 +219,7 @@ def _level_image(img: Image, shrink: int, sigma_mm: float) -> Image:
     f = np.maximum(1, np.round(shrink * sp.min() / sp)).astype(int)
     f = np.minimum(f, np.maximum(1, np.asarray(img.shape) // 2))
     a = np.asarray(img.array, dtype=np.float32)
-    if (f > 1).any():
-        a = block_mean(a, tuple(int(k) for k in f)).astype(np.float32)
+    a = block_mean(a, tuple(int(k) for k in f)).astype(np.float32, copy=False)
     affine = img.affine.copy()
     affine[:3, 3] = apply_affine(img.affine, (f - 1) / 2.0)
     affine[:3, :3] = img.affine[:3, :3] * f
