@@ -295,6 +295,24 @@ class ClassicalConfig:
     # half cortex. Tuning (seeds 13, 17, 19): 3 lesions recovered (z 15.8-23.9), no false
     # candidate of those studies or the shared patients is FLAIR-bright at z 15.
     flair_rescue_any_shell_z: float = 15.0
+    # Inside a clear FLAIR lesion, a candidate's shape says little: the opening cuts a small
+    # ring or an irregular nodule into pieces (vessel_piece), partial volume makes a 4 mm
+    # lesion "thin", and a lesion at a ventricle's or the cortex's edge has a shell under
+    # min_shell_level (not_wm). A candidate peaking at seed_z or above whose FLAIR reaches
+    # flair_lesion_ratio, with at most flair_lesion_max_csf of CSF around it, a shell of at
+    # least flair_lesion_min_shell and not vessel-thin (flair_lesion_min_thickness: tortuous
+    # vessels measure 0.3-0.5) is kept despite those three rules. Veins, choroid plexus and
+    # dura carry no such FLAIR lesion: the FLAIR-bright vessel pieces of the tuning data
+    # (patient backgrounds, seed 19; shared patients) measure 1.12-1.24 where their peak
+    # reaches z 5, or sit in CSF (0.11-0.46) or peak under z 5. Tuning injections (5000-5003):
+    # four missed lesions recovered (FLAIR 1.32-1.54, z 5.0-10.9, shell 0.79-1.02).
+    # Only with a pre-contrast scan: from the post-contrast scan alone, a FLAIR lesion that
+    # is merely bright on T1 passes for enhancing (patient07, post + FLAIR: two such
+    # candidates at FLAIR 1.26 and 1.38 would be counted).
+    flair_lesion_ratio: float = 1.25
+    flair_lesion_max_csf: float = 0.1
+    flair_lesion_min_shell: float = 0.75
+    flair_lesion_min_thickness: float = 0.55
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
     flair_nawm_band: float = 0.08

@@ -267,8 +267,14 @@ def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_
     assert np.linalg.norm(np.array(kept[0]["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
     assert sum(c["reason"] == "vessel_piece" for c in det.info["candidates"]) >= 1
     assert not det.deferred[at_spot] and not (det.deferred & det.mask).any()
-    # the rescue off, or a FLAIR without a correlate: a vessel piece again
-    off = detect(post, pre, brain, ClassicalConfig(flair_rescue_z=np.inf), flair=fl)
+    # either rescue alone keeps it (strong enhancement: flair_rescue_z; a clear FLAIR
+    # lesion in white matter: flair_lesion_ratio); both off, or a FLAIR without a
+    # correlate: a vessel piece again
+    for one_off in (dict(flair_rescue_z=np.inf), dict(flair_lesion_ratio=np.inf)):
+        assert count(detect(post, pre, brain, ClassicalConfig(**one_off), flair=fl),
+                     post.affine) == 1
+    off = detect(post, pre, brain, ClassicalConfig(flair_rescue_z=np.inf, flair_lesion_ratio=np.inf),
+                 flair=fl)
     assert count(off, post.affine) == 0
     assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
     # a FLAIR darker than white matter there says vessel: not even deferred
@@ -316,3 +322,29 @@ def test_a_flair_bright_strongly_enhancing_candidate_is_kept_whatever_its_shell(
     assert _reason(dict(f, flair_ratio=cfg.flair_min_ratio - 0.05), cfg) == "not_wm"
     assert _reason(dict(f, flair_ratio=None), cfg) == "not_wm"
     assert _reason(dict(f, vessel_piece=True), cfg) == "vessel_piece"  # grey matter around
+
+
+def test_inside_a_clear_flair_lesion_shape_and_shell_do_not_reject_a_candidate():
+    """With a pre-contrast scan, a candidate enhancing to seed_z inside a clear FLAIR
+    lesion (flair_lesion_ratio), with little CSF and white matter around, is kept though
+    thin, cut off a vessel or at a ventricle's edge; any one condition missing, the shape
+    rules apply again."""
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=40.0, surface_fraction=0.0, contrast=0.4, max_z=cfg.seed_z + 2,
+             elongation=1.2, flatness=1.1, thickness=0.65, ref_level=1.0, csf_fraction=0.0,
+             shell_level=0.95, flair_ratio=cfg.flair_lesion_ratio + 0.05, vessel_piece=False)
+    assert f["thickness"] < cfg.min_thickness_ratio
+    assert _reason(f, cfg) is None                                              # thin
+    assert _reason(dict(f, thickness=0.8, vessel_piece=True), cfg) is None      # cut off a vein
+    assert _reason(dict(f, thickness=0.8, shell_level=0.78), cfg) is None       # ventricle's edge
+    assert _reason(f, cfg, with_pre=False) == "thin"          # post alone: T1-bright passes
+    assert _reason(dict(f, flair_ratio=cfg.flair_lesion_ratio - 0.05), cfg) == "thin"
+    assert _reason(dict(f, flair_ratio=None), cfg) == "thin"
+    assert _reason(dict(f, max_z=cfg.seed_z - 0.5), cfg) == "thin"
+    assert _reason(dict(f, csf_fraction=cfg.flair_lesion_max_csf + 0.05), cfg) == "thin"
+    assert _reason(dict(f, thickness=cfg.flair_lesion_min_thickness - 0.05), cfg) == "thin"
+    assert _reason(dict(f, thickness=0.8, shell_level=cfg.flair_lesion_min_shell - 0.05),
+                   cfg) == "not_wm"
+    assert _reason(dict(f, elongation=cfg.max_elongation + 0.5), cfg) == "elongated"

@@ -225,7 +225,9 @@ def _cheap_reason(f: dict, cfg: ClassicalConfig) -> str | None:
     return None
 
 
-def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
+def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
+    """Why candidate ``f`` is rejected (one of REASONS), None when kept. ``with_pre``: its
+    enhancement was measured against a pre-contrast scan."""
     cheap = _cheap_reason(f, cfg)
     if cheap is not None:
         return cheap
@@ -234,17 +236,24 @@ def _reason(f: dict, cfg: ClassicalConfig) -> str | None:
     # FLAIR-confirmed, strongly enhancing and wrapped in white matter: not a vein or plexus
     confirmed = (flair_bright and f["max_z"] >= cfg.flair_rescue_z
                  and f["shell_level"] >= cfg.min_shell_level)
-    if f.get("vessel_piece") and not confirmed:
+    # inside a clear FLAIR lesion, in white matter, enhancing to seed_z: its shape and
+    # shell do not make it a vessel or grey matter
+    in_lesion = (with_pre and fr is not None and fr >= cfg.flair_lesion_ratio
+                 and f["max_z"] >= cfg.seed_z
+                 and f["csf_fraction"] <= cfg.flair_lesion_max_csf
+                 and f["shell_level"] >= cfg.flair_lesion_min_shell
+                 and f["thickness"] >= cfg.flair_lesion_min_thickness)
+    if f.get("vessel_piece") and not (confirmed or in_lesion):
         return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
         return "elongated"
-    if f["thickness"] < cfg.min_thickness_ratio:
+    if f["thickness"] < cfg.min_thickness_ratio and not in_lesion:
         return "thin"
     if f["flatness"] > cfg.max_flatness:
         return "sheet"
     if f["csf_fraction"] > cfg.max_csf_fraction and not confirmed:
         return "csf"
-    if f["shell_level"] < cfg.min_shell_level and not (
+    if f["shell_level"] < cfg.min_shell_level and not in_lesion and not (
             flair_bright and f["max_z"] >= cfg.flair_rescue_any_shell_z):
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
@@ -412,7 +421,7 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     defer = np.zeros(len(feats) + 1, dtype=bool)
     for k, f in enumerate(feats, start=1):
         f["label"] = k
-        f["reason"] = _reason(f, cfg)
+        f["reason"] = _reason(f, cfg, with_pre=pre is not None)
         if f["reason"] is None:
             ok[k] = True
             continue
