@@ -16,7 +16,9 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    not; active lesions are) unless strongly enhancing and not FLAIR-dark, and seeded from a
    lower threshold where FLAIR is hyperintense. A FLAIR-bright, strongly enhancing candidate
    wrapped in white matter is kept even where it touches a vein or a ventricle, and one
-   enhancing more strongly still whatever surrounds it.
+   enhancing more strongly still whatever surrounds it. With a pre-contrast scan too, a
+   candidate inside a clear FLAIR lesion, in white matter, is kept whatever its shape
+   (``flair_lesion_ratio``).
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
