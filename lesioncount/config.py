@@ -161,15 +161,6 @@ class ClassicalConfig:
     # its own edge (measured: with one peak per component, lesions merged with vessels
     # vanished, e.g. a 7.5 mm nodule at 0.8 contrast on patient07 3 mm slices).
     peak_radius_mm: float = 4.0
-    # With a pre-contrast scan and a FLAIR, a candidate is also cut at the saddles of its
-    # enhancement (smoothed at 1 mm): two maxima whose half-maximum regions do not meet are
-    # two objects, each with its own edge (a 4 mm lesion touching the choroid plexus was trimmed away with it on
-    # tuning seed 19). Maxima rising less than this (white-matter units) above the saddle
-    # to a brighter one are noise and do not split. Without a FLAIR or a pre-contrast scan,
-    # pieces cut off veins this way passed the remaining rules (shared patients: pre alone
-    # 2 -> 3 detections, post + FLAIR 1 -> 2, post alone 6 -> 12); with both, none did.
-    # 0 turns it off.
-    saddle_dynamic: float = 0.1
     # Gaussian smoothing (sigma, mm) of post and pre before everything: averages noise over
     # about a 2 mm neighbourhood, below the 3 mm smallest counted lesion (trial.md).
     smoothing_mm: float = 0.7

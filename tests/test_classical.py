@@ -362,28 +362,3 @@ def test_surface_depth_on_a_box_is_the_whole_grid_one_near_the_surface(spacing):
         assert (got[~near] >= margin - 1e-6).all()
         n_checked += int(near.sum())
     assert n_checked > 100
-
-
-def test_saddle_objects_split_two_maxima_only_where_their_half_maxima_do_not_meet():
-    """A faint blob beside a bright one (a lesion touching a vein) is its own object when
-    the saddle between them falls under half its peak; a higher saddle, or a bump that
-    rises less than the dynamic over it (noise), keeps one object."""
-    from lesioncount.segmentation.classical import _saddle_objects
-
-    x = np.arange(40.0)[:, None, None] * np.ones((1, 5, 5))
-
-    def two(faint, gap):
-        return np.exp(-((x - 10) / 3.0) ** 2) + faint * np.exp(-((x - 10 - gap) / 3.0) ** 2)
-
-    comp = np.ones(x.shape, bool)
-    lab, top = _saddle_objects(two(0.4, 14.0), comp, 0.1, 0.5)   # saddle ~0.03 << 0.2
-    assert len(np.unique(lab)) == 2
-    assert lab[10, 2, 2] != lab[24, 2, 2]
-    assert abs(top[lab[24, 2, 2]] - 0.4) < 0.02 and abs(top[lab[10, 2, 2]] - 1.0) < 0.02
-    saddle = two(0.4, 14.0)[10:25, 2, 2].min()
-    lab, _ = _saddle_objects(two(0.4, 14.0), comp, 0.1, 0.9 * saddle / 0.4)  # their edges meet
-    assert len(np.unique(lab)) == 1
-    lab, _ = _saddle_objects(two(0.4, 14.0), comp, 0.5, 0.5)      # dynamic 0.37 < 0.5: noise
-    assert len(np.unique(lab)) == 1
-    lab, _ = _saddle_objects(two(0.4, 14.0), comp & (x < 30), 0.1, 0.5)
-    assert (lab[x >= 30] == 0).all()                               # nothing outside comp

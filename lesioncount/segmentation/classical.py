@@ -6,9 +6,7 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    the registered pre-contrast scan when there is one (nonparametric intensity mapping +
    smooth relative bias), else relative to normal-appearing white matter.
 2. Light Gaussian smoothing in mm, then hysteresis: seeds above ``seed_z`` grow into
-   connected voxels above ``extent_z``; each component's edge is at half its local peak,
-   and with a pre-contrast scan and a FLAIR it is cut at saddles where two maxima's
-   half-maximum regions do not meet (a lesion touching a vein or the plexus).
+   connected voxels above ``extent_z``.
 3. Per candidate component (one lesion definition, :func:`lesioncount.lesions.components`):
    holes filled (a ring-enhancing lesion is one lesion with its full volume), then rejected
    if it is a vessel (elongated or thin for its volume), a sheet (dura, falx), mostly at the
@@ -318,7 +316,6 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             n_small += 1
             continue
         depth = _surface_depth(brain, box, sp)
-        objects = [comp]
         if cfg.extent_fraction > 0:
             # the lesion's edge is where its enhancement (in intensity, not z: the noise
             # scale varies with the pre intensity) falls to a fraction of its own peak
@@ -328,124 +325,47 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             rb = np.where(comp, resid[box], 0)
             h = np.maximum(1, np.round(cfg.peak_radius_mm / sp)).astype(int)
             # (the peak of the residual smoothed at 1 mm: one noisy voxel does not set it)
-            sm = ndi.gaussian_filter(rb, 1.0 / sp)
-            peak = ndi.maximum_filter(sm, size=tuple(2 * h + 1))
-            split = comp.astype(np.int32)
-            if pre is not None and fl is not None and cfg.saddle_dynamic > 0:
-                # objects apart at their saddles (a lesion touching a vein), each voxel
-                # measured against its own object's peak
-                split, top = _saddle_objects(sm, comp, cfg.saddle_dynamic, cfg.extent_fraction)
-                peak = np.minimum(peak, top[split])
+            peak = ndi.maximum_filter(ndi.gaussian_filter(rb, 1.0 / sp), size=tuple(2 * h + 1))
             grow = comp & (rb >= cfg.extent_fraction * peak)
             seed = grow & seed_mask[box]
             if seed.any():
-                objects = []
-                for r in np.unique(split[seed]):
-                    gl, _ = components(grow & (split == r), lesion_cfg)
-                    keep = np.unique(gl[seed])
-                    objects.append(np.isin(gl, keep[keep > 0]))
-        for comp in objects:
-            n_small = _judge(comp, lo, box, depth, post, cfg, lesion_cfg, z, resid, ref, fl,
-                             brain, opener, feats, out, n_small)
+                gl, _ = components(grow, lesion_cfg)
+                keep = np.unique(gl[seed])
+                comp = np.isin(gl, keep[keep > 0])
+        # rings become one lesion with their full volume
+        comp = fill_holes(comp) & brain[box] | comp
+        parts = [comp]
+        cut = False
+        if opener is not None:
+            # an opening cuts thin vessels off a nodule (and from each other): each
+            # remaining thick part is judged on its own, the thin rest is dropped
+            opened = ndi.binary_opening(comp, structure=opener)
+            if opened.any():
+                plab, pn = components(opened, lesion_cfg)
+                parts = [plab == k for k in range(1, pn + 1)]
+                cut = pn > 1 or opened.sum() < 0.9 * comp.sum()
+        parent = None
+        for part in parts:
+            if part.sum() * vox < lesion_cfg.min_volume_mm3:
+                n_small += 1
+                continue
+            f = _cheap_features(part, lo, box, z, depth, post, cfg, resid)
+            if _cheap_reason(f, cfg) is not None:
+                # rejected whatever its shape: the costly features are not measured (~2/3
+                # of the candidates of a 1 mm scan touch the brain surface)
+                f.update(dict.fromkeys(SHAPE_FEATURES), vessel_piece=False)
+            else:
+                f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
+                f["flair_ratio"] = float(np.median(fl[box][part])) if fl is not None else None
+                if cut and parent is None:
+                    v = float(comp.sum() * vox)
+                    parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
+                f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
+            feats.append(f)
+            out[box][part] = len(feats)
     info = dict(info)
     info.update(n_candidates=len(feats), n_small=n_small)
     return z, info, out, feats
-
-
-def _judge(comp, lo, box, depth, post, cfg, lesion_cfg, z, resid, ref, fl, brain, opener,
-           feats: list, out: np.ndarray, n_small: int) -> int:
-    """Cut one candidate object into parts (opening), measure each, append to ``feats``
-    and number it in ``out``; returns the updated count of too-small pieces."""
-    vox = post.voxel_volume
-    # rings become one lesion with their full volume
-    comp = fill_holes(comp) & brain[box] | comp
-    parts = [comp]
-    cut = False
-    if opener is not None:
-        # an opening cuts thin vessels off a nodule (and from each other): each
-        # remaining thick part is judged on its own, the thin rest is dropped
-        opened = ndi.binary_opening(comp, structure=opener)
-        if opened.any():
-            plab, pn = components(opened, lesion_cfg)
-            parts = [plab == k for k in range(1, pn + 1)]
-            cut = pn > 1 or opened.sum() < 0.9 * comp.sum()
-    parent = None
-    for part in parts:
-        if part.sum() * vox < lesion_cfg.min_volume_mm3:
-            n_small += 1
-            continue
-        f = _cheap_features(part, lo, box, z, depth, post, cfg, resid)
-        if _cheap_reason(f, cfg) is not None:
-            # rejected whatever its shape: the costly features are not measured (~2/3
-            # of the candidates of a 1 mm scan touch the brain surface)
-            f.update(dict.fromkeys(SHAPE_FEATURES), vessel_piece=False)
-        else:
-            f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
-            f["flair_ratio"] = float(np.median(fl[box][part])) if fl is not None else None
-            if cut and parent is None:
-                v = float(comp.sum() * vox)
-                parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
-            f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
-        feats.append(f)
-        out[box][part] = len(feats)
-    return n_small
-
-
-def _saddle_objects(sm: np.ndarray, comp: np.ndarray, dynamic: float,
-                    fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """``comp`` cut into objects at the saddles of ``sm``: labels (0 outside ``comp``) and
-    each label's peak (index = label; inf at 0).
-
-    Watershed basins of ``sm`` from its regional maxima are merged, highest saddle first,
-    while the lower of two touching objects rises less than ``dynamic`` above their saddle
-    (noise, a plateau) or the saddle stays at or above ``fraction`` of its peak (their
-    half-maximum regions meet: one object). Objects left apart are a lesion and a brighter
-    vein or plexus that only touch.
-    """
-    from skimage.segmentation import watershed
-
-    v = np.where(comp, sm, -np.inf)
-    markers, n = ndi.label(comp & (v >= ndi.maximum_filter(v, size=3)))
-    basins = watershed(-np.where(comp, sm, 0), markers, mask=comp)
-    top = np.full(n + 1, -np.inf)
-    np.maximum.at(top, basins[comp], sm[comp])
-    keys, vals = [], []
-    for ax in range(3):  # where face neighbours in two basins meet, and how high
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
-        x, y = basins[tuple(lo)], basins[tuple(hi)]
-        sel = (x > 0) & (y > 0) & (x != y)
-        if sel.any():
-            xs, ys = x[sel].astype(np.int64), y[sel].astype(np.int64)
-            keys.append(np.minimum(xs, ys) * (n + 1) + np.maximum(xs, ys))
-            vals.append(np.minimum(sm[tuple(lo)][sel], sm[tuple(hi)][sel]))
-    root = np.arange(n + 1)
-
-    def find(i):
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = root[i]
-        return i
-
-    if keys:
-        k, w = np.concatenate(keys), np.concatenate(vals)
-        order = np.lexsort((-w, k))
-        k, w = k[order], w[order]
-        first = np.r_[True, k[1:] != k[:-1]]          # each pair's saddle: its highest meeting
-        for key, saddle in sorted(zip(k[first].tolist(), w[first].tolist()), key=lambda t: -t[1]):
-            ra, rb = find(key // (n + 1)), find(key % (n + 1))
-            if ra == rb:
-                continue
-            low = min(top[ra], top[rb])
-            if low - saddle < dynamic or saddle >= fraction * low:
-                if top[ra] < top[rb]:
-                    ra, rb = rb, ra
-                root[rb] = ra                              # the brighter keeps the peak
-    labels = np.array([find(i) for i in range(n + 1)])
-    labels[0] = 0
-    top[0] = np.inf
-    return labels[basins], top
 
 
 def _hysteresis(low: np.ndarray, seeds: np.ndarray) -> np.ndarray:
