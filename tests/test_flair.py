@@ -348,3 +348,21 @@ def test_inside_a_clear_flair_lesion_shape_and_shell_do_not_reject_a_candidate()
     assert _reason(dict(f, thickness=0.8, shell_level=cfg.flair_lesion_min_shell - 0.05),
                    cfg) == "not_wm"
     assert _reason(dict(f, elongation=cfg.max_elongation + 0.5), cfg) == "elongated"
+
+
+
+def test_a_small_lesion_that_the_opening_erodes_to_a_speck_is_judged_whole_in_a_clear_flair_lesion():
+    # a nodule at the resolution limit (a voxel and its 6 face neighbours, 20 % above white
+    # matter): the detector's smoothing makes it a 16-voxel candidate, which the 1 mm
+    # opening erodes back to the 7-voxel cross, under the minimum lesion volume (10 mm^3)
+    centre = (8.5, 6.5, -3.5)  # a voxel centre (SPOT is a voxel corner)
+    post, pre, brain = head(lesions=[("ball", centre, 1.1, 1.2)])
+    clear = detect(post, pre, brain, flair=flair_like(post, brain, [(centre, 2.5, 1.4)]))
+    assert count(clear, post.affine) == 1
+    kept = [f for f in clear.info["candidates"] if f["reason"] is None]
+    assert len(kept) == 1 and 10 <= kept[0]["volume_mm3"] < 30
+    # a FLAIR just over flair_min_ratio (not a clear lesion), or none: dropped as small
+    for fl in (flair_like(post, brain, [(centre, 2.5, 1.15)]), None):
+        det = detect(post, pre, brain, flair=fl)
+        assert count(det, post.affine) == 0
+        assert det.info["rejected"]["small"] >= 1 and not det.info["candidates"]

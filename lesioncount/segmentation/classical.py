@@ -338,12 +338,21 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
         cut = False
         if opener is not None:
             # an opening cuts thin vessels off a nodule (and from each other): each
-            # remaining thick part is judged on its own, the thin rest is dropped
+            # remaining thick part is judged on its own, the thin rest is dropped. A
+            # candidate it leaves nothing of is judged whole, and so is one it leaves only
+            # specks of when a clear FLAIR lesion backs it (a 3-4 mm lesion; opening_mm)
             opened = ndi.binary_opening(comp, structure=opener)
-            if opened.any():
-                plab, pn = components(opened, lesion_cfg)
-                parts = [plab == k for k in range(1, pn + 1)]
+            plab, pn = components(opened, lesion_cfg)
+            big = [plab == k for k in range(1, pn + 1)
+                   if (plab == k).sum() * vox >= lesion_cfg.min_volume_mm3]
+            if big:
+                parts = big
+                n_small += pn - len(big)
                 cut = pn > 1 or opened.sum() < 0.9 * comp.sum()
+            elif pn and (fl is None
+                         or float(np.median(fl[box][comp])) < cfg.flair_seed_min_ratio):
+                parts = []
+                n_small += 1
         parent = None
         for part in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
