@@ -52,8 +52,15 @@ def _sha256(path) -> str:
         raise InputError(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
 
 
+# PipelineConfig fields that only the subject stage (track_subject) reads: a session's
+# registration and detection do not depend on them, so changing one (``--convention``, a
+# tracking rule) re-tracks every subject from the cached sessions instead of redoing them.
+SUBJECT_STAGE_FIELDS = ("tracking", "max_baseline_gd")
+
+
 def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tuple[str, dict]:
-    """Content hash of everything a session's result depends on."""
+    """Content hash of everything a session's result depends on (not the subject-stage
+    settings, ``SUBJECT_STAGE_FIELDS``)."""
     hashes = {"post": _sha256(session.post)}
     if session.pre is not None and session.pre.exists():
         hashes["pre"] = _sha256(session.pre)
@@ -65,7 +72,8 @@ def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tup
         # retrained weights at the same path must not reuse the old weights' results
         from .segmentation.unet import weights_path
         hashes["unet_weights"] = _sha256(weights_path(cfg.unet))
-    blob = json.dumps({"version": __version__, "config": cfg.to_dict(), "inputs": hashes},
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in SUBJECT_STAGE_FIELDS}
+    blob = json.dumps({"version": __version__, "config": conf, "inputs": hashes},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), hashes
 

@@ -121,15 +121,27 @@ def test_rerun_skips_unchanged_sessions_and_redoes_changed_ones(study, serial, c
     assert not any(s["cached"] for s in res.task_stats if s["task"] == "session")
 
 
-def test_a_parameter_change_changes_every_session_key(study):
+def test_a_session_parameter_changes_every_session_key_a_tracking_one_none(study):
+    import dataclasses
+
     from lesioncount.pipeline import session_key
 
     from lesioncount.dataset import discover
 
     subj = discover(study).subjects[0]
-    k1 = session_key(subj.sessions[1], subj.baseline, tiny_cfg())[0]
-    k2 = session_key(subj.sessions[1], subj.baseline, tiny_cfg().replace(max_baseline_gd=3))[0]
-    assert k1 != k2 and k1 == session_key(subj.sessions[1], subj.baseline, tiny_cfg())[0]
+    cfg = tiny_cfg()
+
+    def key(c):
+        return session_key(subj.sessions[1], subj.baseline, c)[0]
+
+    k1 = key(cfg)
+    assert k1 == key(tiny_cfg())
+    assert key(cfg.replace(classical=dataclasses.replace(cfg.classical, seed_z=5.5))) != k1
+    assert key(cfg.replace(use_flair=not cfg.use_flair)) != k1
+    # read by the subject stage only: the cached sessions are re-tracked, not redone
+    assert key(cfg.replace(max_baseline_gd=3)) == k1
+    assert key(cfg.replace(tracking=dataclasses.replace(cfg.tracking, convention="any_earlier",
+                                                        transient_min_z=6.0))) == k1
 
 
 def _check_nothing_half_written(out: Path) -> None:
