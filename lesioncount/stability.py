@@ -86,11 +86,15 @@ def _foci(v: Visit, labels: Image):
 def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list:
     """The days (None when unknown) of the visits whose map is enhanced over ``pts``."""
     days = []
-    for w in with_map:
-        z = _sample(w.enhancement, _from_baseline(w, pts))
-        if z.size and float(np.median(z)) >= cfg.stable_z:
+    for w, m in zip(with_map, _medians(pts, with_map)):
+        if len(pts) and m >= cfg.stable_z:
             days.append(w.days)
     return days
+
+
+def _medians(pts: np.ndarray, with_map: list[Visit]) -> list[float]:
+    """Median of each visit's enhancement map over ``pts`` (baseline space)."""
+    return [float(np.median(_sample(w.enhancement, _from_baseline(w, pts)))) for w in with_map]
 
 
 def _covering(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list[Visit]:
@@ -130,10 +134,14 @@ def transient_foci(visits: list[Visit], deferred: list[Image | None],
 
     ``deferred[i]`` labels the candidates the detector rejected as look-alikes of a normal
     enhancing structure on visit ``i`` (on that visit's grid; None: none). A candidate is
-    returned when it peaks at ``cfg.transient_min_z`` or more on its visit's enhancement
-    map and its place is enhanced (median z >= ``cfg.stable_z``) on at most
-    ``cfg.transient_max_sessions`` visits, its own included: the time course of an active
-    lesion, not of a vein, which enhances on every visit. Only visits whose brain mask
+    returned when its place is enhanced (median z >= ``cfg.stable_z``) on at most
+    ``cfg.transient_max_sessions`` visits, its own included (the time course of an active
+    lesion, not of a vein, which enhances on every visit), and it peaks at
+    ``cfg.transient_min_z`` or more on its visit's enhancement map, or at
+    ``cfg.transient_quiet_min_z`` or more when the place is quiet on every other visit
+    (median z under ``cfg.transient_quiet_z`` once the ``transient_max_sessions`` highest
+    visits are set aside): a lesion appears on normal tissue, a structure at the edge of
+    detection hovers around the threshold on most visits. Only visits whose brain mask
     (``Visit.brain``) covers the place count, and at least ``cfg.transient_min_visits`` must
     (a structure at the edge of the brain that most visits' masks leave out is not
     transient); nothing is returned when the rule is off (0).
@@ -147,10 +155,17 @@ def transient_foci(visits: list[Visit], deferred: list[Image | None],
             continue
         own = np.asarray(v.enhancement.array)
         for k, ijk, pts in _foci(v, cand):
-            if float(own[tuple(ijk.T)].max()) < cfg.transient_min_z:
+            peak = float(own[tuple(ijk.T)].max())
+            if peak < min(cfg.transient_min_z, cfg.transient_quiet_min_z):
                 continue
             seen = _covering(pts, with_map, cfg)
-            if (len(seen) >= cfg.transient_min_visits
-                    and len(_enhanced_days(pts, seen, cfg)) <= cfg.transient_max_sessions):
+            if len(seen) < cfg.transient_min_visits:
+                continue
+            meds = sorted(_medians(pts, seen), reverse=True)
+            if sum(m >= cfg.stable_z for m in meds) > cfg.transient_max_sessions:
+                continue
+            # the visits left once the transient_max_sessions highest are set aside
+            quiet = max(meds[cfg.transient_max_sessions:], default=0.0) < cfg.transient_quiet_z
+            if peak >= cfg.transient_min_z or quiet:
                 out[i].append(k)
     return out

@@ -118,8 +118,11 @@ def test_transient_needs_strong_enhancement_visits_and_rule_on():
                                detected_vein=set()))
     d = _deferred(v, {2: ("lesion",)})
     assert transient_foci(v, d)[2] == [2]
-    # peaks under transient_min_z (12 + noise < 20): not strong enough to overrule the detector
-    assert transient_foci(v, d, TrackingConfig(transient_min_z=20.0))[2] == []
+    # peaks under transient_min_z (12 + noise < 20) but its place is quiet on every other
+    # visit: still kept; under both floors: not strong enough to overrule the detector
+    assert transient_foci(v, d, TrackingConfig(transient_min_z=20.0))[2] == [2]
+    assert transient_foci(v, d, TrackingConfig(transient_min_z=20.0,
+                                               transient_quiet_min_z=20.0))[2] == []
     assert transient_foci(v, d, TrackingConfig(transient_max_sessions=0))[2] == []
     # three visits are too few to tell a lesion from an intermittently enhanced vessel
     assert all(r == [] for r in transient_foci(v[:3], d[:3]))
@@ -200,3 +203,30 @@ def test_transient_counts_only_visits_whose_brain_mask_covers_the_place():
     assert transient_foci(masked, d)[2] == []     # ...so only 2 visits say anything
     no_masks = [Visit(w.labels, w.enhancement, None, w.days) for w in masked]
     assert transient_foci(no_masks, d)[2] == [1]  # read as "enhanced on 2 of 6" without them
+
+
+def _faint_lesion_visits(elsewhere: float):
+    """A lesion peaking at z ~6.5 (under transient_min_z) on visit 2 of 6; its place reads
+    ``elsewhere`` (median z) on the other visits."""
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(6):
+        z = rng.normal(0, 0.3, SHAPE).astype(np.float32)
+        z[_ball(LESION)] += 6.0 if i == 2 else elsewhere
+        out.append(Visit(Image(np.zeros(SHAPE, np.int32), AFF), Image(z, AFF), None, 28.0 * i))
+    return out
+
+
+def test_a_faint_deferred_lesion_is_kept_only_where_its_place_is_quiet_on_the_other_visits():
+    quiet = _faint_lesion_visits(0.0)
+    d = _deferred(quiet, {2: ("lesion",)})
+    assert transient_foci(quiet, d)[2] == [2]
+    # the same peak where the place hovers at z 1.9 on every other visit (under stable_z, so
+    # "enhanced" on one visit only): a structure at the edge of detection, not kept
+    hover = _faint_lesion_visits(1.9)
+    assert transient_foci(hover, _deferred(hover, {2: ("lesion",)}))[2] == []
+    # ...unless it peaks at transient_min_z, as before the quiet rule
+    assert transient_foci(hover, _deferred(hover, {2: ("lesion",)}),
+                          TrackingConfig(transient_min_z=6.0))[2] == [2]
+    # the quiet floor itself
+    assert transient_foci(quiet, d, TrackingConfig(transient_quiet_min_z=7.0))[2] == []
