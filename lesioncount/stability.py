@@ -85,11 +85,9 @@ def _foci(v: Visit, labels: Image):
 
 def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> list:
     """The days (None when unknown) of the visits whose map is enhanced over ``pts``."""
-    days = []
-    for w, m in zip(with_map, _medians(pts, with_map)):
-        if len(pts) and m >= cfg.stable_z:
-            days.append(w.days)
-    return days
+    if not len(pts):
+        return []
+    return [w.days for w, m in zip(with_map, _medians(pts, with_map)) if m >= cfg.stable_z]
 
 
 def _medians(pts: np.ndarray, with_map: list[Visit]) -> list[float]:

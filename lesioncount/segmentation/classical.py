@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from ..config import ClassicalConfig, LesionConfig
 from ..errors import GridError, InputError
 from ..image import Image
-from ..lesions import components, label_lesions
+from ..lesions import component_volumes, components, label_lesions
 from ..morphology import fill_holes
 from . import Detection
 from .normalise import enhancement_from_pre, enhancement_from_wm, flair_ratio, wm_normalise
@@ -343,8 +343,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             # specks of when a clear FLAIR lesion backs it (a 3-4 mm lesion; opening_mm)
             opened = ndi.binary_opening(comp, structure=opener)
             plab, pn = components(opened, lesion_cfg)
-            big = [plab == k for k in range(1, pn + 1)
-                   if (plab == k).sum() * vox >= lesion_cfg.min_volume_mm3]
+            vols = component_volumes(plab, vox)
+            big = [plab == k for k in range(1, pn + 1) if vols[k] >= lesion_cfg.min_volume_mm3]
             if big:
                 parts = big
                 n_small += pn - len(big)
