@@ -146,7 +146,8 @@ def cmd_train(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     opts = TrainOptions(seed=args.seed, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                         threads=args.threads, workers=args.workers, val_every=args.val_every,
-                        exclude=tuple(args.exclude))
+                        ema=args.ema, templates=args.templates,
+                        patient_repeats=args.patient_repeats, exclude=tuple(args.exclude))
     hist = train(args.out, data_dir=args.data, cache_dir=args.cache, init=args.init, options=opts,
                  device=args.device)
     print(f"weights written to {args.out} (best validation F1 {hist['best_val_f1']:.3f} at step "
@@ -286,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("train", help="train or fine-tune the U-Net detector")
     q.add_argument("--out", default="models/unet_gd.pt", help="weights file to write")
-    q.add_argument("--data", help="folder of <case>/post.nii.gz, [pre.nii.gz], label.nii.gz, "
-                                  "[brain.nii.gz] (default: the phantom)")
+    q.add_argument("--data", help="folder of <case>/post.nii.gz, [pre.nii.gz], [flair.nii.gz], "
+                                  "label.nii.gz, [brain.nii.gz] (default: the phantom)")
     q.add_argument("--init", help="weights to fine-tune from (e.g. models/unet_gd.pt)")
     q.add_argument("--cache", default="/tmp/unet-data", help="phantom training-volume cache")
     from .training import PATIENTS, TrainOptions as T  # plain dataclass: no torch import
@@ -301,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=T.workers,
                    help="processes drawing patches and generating volumes (same result for any count)")
     q.add_argument("--val-every", type=int, default=T.val_every)
+    q.add_argument("--ema", type=float, default=T.ema,
+                   help="decay of the weight average that is validated and saved (0: none)")
+    q.add_argument("--templates", type=int, default=T.templates,
+                   help="MNI-template training subjects (phantom data)")
+    q.add_argument("--patient-repeats", type=int, default=T.patient_repeats,
+                   help="injections per real patient (phantom data)")
     q.add_argument("--exclude", nargs="*", default=[], choices=PATIENTS,
                    help="real patients left out of training and validation")
     q.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")

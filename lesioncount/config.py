@@ -423,6 +423,9 @@ class UNetConfig:
     threads: int = 1
     # Use the registered pre-contrast channel when present (the model also works without).
     use_pre: bool = True
+    # Use the registered FLAIR channel when present and the weights take it (5 input
+    # channels); the model was trained with it dropped at random, so it works without.
+    use_flair: bool = True
 
 
 @dataclass(frozen=True)

@@ -111,15 +111,15 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfi
            flair: Image | None = None):
     """Run the configured detector (classical, U-Net, or both in agreement) on one session.
 
-    ``flair`` (registered onto ``post``'s grid) is used by the classical detector; the
-    U-Net was trained on T1 alone and ignores it.
+    ``flair`` (registered onto ``post``'s grid) is used by the classical detector and by
+    U-Net weights that take it (5 input channels; the first shipped model, of 3, ignores it).
     """
     if cfg.detector == "both":
         from .segmentation.agreement import detect as both_detect
         return both_detect(post, pre, brain, cfg, flair=flair)
     if cfg.detector == "unet":
         from .segmentation.unet import detect as unet_detect
-        return unet_detect(post, pre, brain, cfg)
+        return unet_detect(post, pre, brain, cfg, flair=flair)
     from .segmentation.classical import detect as classical_detect
     return classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
 
@@ -233,7 +233,8 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
                    "flair": str(session.flair) if session.flair else None,
                    "baseline_post": str(baseline.post), "sha256": hashes},
         "pre_used": pre_on_post is not None,
-        "flair_used": flair_c is not None and cfg.detector != "unet",
+        "flair_used": flair_c is not None and (cfg.detector != "unet"
+                                               or bool(det.info.get("used_flair"))),
         "registration": {
             "pre_to_post": pre_reg.to_dict() if pre_reg is not None else None,
             "flair_to_post": flair_reg.to_dict() if flair_reg is not None else None,

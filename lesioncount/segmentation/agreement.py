@@ -24,13 +24,13 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     reduced to the agreed lesions, ``probability`` the voxelwise minimum of the two
     detectors' (so a reader sees where either doubts), and ``info`` holding both
     detectors' info and the number of classical lesions dropped. ``flair`` (on ``post``'s
-    grid) goes to the classical detector only.
+    grid) goes to both detectors.
     """
     from .classical import detect as classical_detect
     from .unet import detect as unet_detect
 
     c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
-    u = unet_detect(post, pre, brain, cfg)
+    u = unet_detect(post, pre, brain, cfg, flair=flair)
     labels = label_lesions(c.mask, post.affine, cfg.lesion)
     keep = np.setdiff1d(np.unique(labels[u.mask]), [0])
     mask = np.isin(labels, keep)

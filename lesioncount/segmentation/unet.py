@@ -20,7 +20,7 @@ from ..errors import ConfigError, GridError, InputError
 from ..image import Image, resample
 from ..lesions import label_lesions
 from . import Detection
-from .unet_data import normalise, to_iso
+from .unet_data import normalise, normalise_flair, stack_channels, to_iso
 
 log = logging.getLogger(__name__)
 
@@ -123,28 +123,32 @@ def predict(model, x: np.ndarray, *, window: int = 96, overlap: int = 16, batch:
     return out[: shape[0], : shape[1], : shape[2]]
 
 
-def model_input(post: np.ndarray, pre: np.ndarray | None, brain: np.ndarray) -> np.ndarray:
-    """The (3, I, J, K) float32 input: normalised post, normalised pre (or 0), has-pre flag."""
-    x = np.zeros((3,) + post.shape, np.float32)
-    x[0] = normalise(post, brain)
-    if pre is not None:
-        x[1] = normalise(pre, brain)
-        x[2] = 1.0
-    return x
+def model_input(post: np.ndarray, pre: np.ndarray | None, brain: np.ndarray,
+                flair: np.ndarray | None = None, channels: int = 5) -> np.ndarray:
+    """The (``channels``, I, J, K) float32 input of raw intensities on one 1 mm grid:
+    normalised post, normalised pre (or 0), has-pre, FLAIR over its white-matter level
+    (or 0), has-FLAIR (see :func:`lesioncount.segmentation.unet_data.stack_channels`)."""
+    p = normalise(post, brain)
+    q = normalise(pre, brain) if pre is not None else None
+    f = None
+    if flair is not None and channels > 3:
+        f = normalise_flair(flair, q if q is not None else p, brain)
+    return stack_channels(p, q, f, channels)
 
 
-def _check(post: Image, pre: Image | None, brain: np.ndarray) -> None:
+def _check(post: Image, pre: Image | None, brain: np.ndarray, flair: Image | None = None) -> None:
     if np.asarray(brain).shape != post.shape:
         raise GridError(None, f"brain mask shape {np.asarray(brain).shape} does not match the "
                               f"post-contrast grid {post.shape}")
-    if pre is not None and (pre.shape != post.shape or np.abs(pre.affine - post.affine).max() > 1e-2):
-        raise GridError(None, "pre-contrast image is not on the post-contrast grid: resample it first")
+    for img, what in ((pre, "pre-contrast image"), (flair, "FLAIR")):
+        if img is not None and (img.shape != post.shape or np.abs(img.affine - post.affine).max() > 1e-2):
+            raise GridError(None, f"{what} is not on the post-contrast grid: resample it first")
     if not np.asarray(brain).any():
         raise InputError(None, "brain mask is empty")
 
 
 def detect(post: Image, pre: Image | None, brain: np.ndarray,
-           cfg: PipelineConfig = PipelineConfig()) -> Detection:
+           cfg: PipelineConfig = PipelineConfig(), flair: Image | None = None) -> Detection:
     """Detect Gd+ lesions with the U-Net.
 
     Parameters
@@ -158,6 +162,9 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     cfg : PipelineConfig
         ``cfg.unet`` (weights, threshold, window, flips, device) and ``cfg.lesion``
         (the lesion definition used to label the mask).
+    flair : Image or None
+        FLAIR registered and resampled onto ``post``'s grid, or None; used by weights of 5
+        input channels (ignored by a 3-channel model).
 
     Returns
     -------
@@ -170,7 +177,7 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     import torch
 
     t0 = time.perf_counter()
-    _check(post, pre, brain)
+    _check(post, pre, brain, flair)
     ucfg = cfg.unet
     brain = np.asarray(brain, bool)
     if ucfg.threads > 0 and torch.get_num_threads() != ucfg.threads:
@@ -178,7 +185,9 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     device = pick_device(ucfg)
     model, meta = load_model(ucfg, device)
     use_pre = pre if (pre is not None and ucfg.use_pre) else None
-    grid, arr = to_iso(post, {"pre": use_pre, "brain": brain}, ucfg.spacing_mm)
+    channels = int(getattr(model, "in_channels", 3))
+    use_flair = flair if (flair is not None and ucfg.use_flair and channels > 3) else None
+    grid, arr = to_iso(post, {"pre": use_pre, "flair": use_flair, "brain": brain}, ucfg.spacing_mm)
     ib = arr["brain"]
     prob_iso = np.zeros(grid.shape, np.float32)
     if ib.any():
@@ -186,7 +195,8 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
         lo = np.maximum(idx.min(0) - 4, 0)
         hi = np.minimum(idx.max(0) + 5, np.asarray(grid.shape))
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        x = model_input(arr["post"][sl], None if arr["pre"] is None else arr["pre"][sl], ib[sl])
+        x = model_input(arr["post"][sl], None if arr["pre"] is None else arr["pre"][sl], ib[sl],
+                        None if arr["flair"] is None else arr["flair"][sl], channels)
         prob_iso[sl] = predict(model, x, window=ucfg.window, overlap=ucfg.overlap,
                                batch=ucfg.batch if device == "cuda" else 1, flips=ucfg.flips,
                                device=device)
@@ -200,7 +210,8 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     enh = _enhancement(post.array, brain)
     info = {"detector": "unet", "weights": str(weights_path(ucfg).name),
             "weights_meta": {k: meta.get(k) for k in ("seed", "steps", "best_val_f1") if k in meta},
-            "device": device, "used_pre": use_pre is not None, "flips": ucfg.flips,
+            "device": device, "used_pre": use_pre is not None,
+            "used_flair": use_flair is not None, "flips": ucfg.flips,
             "threshold": ucfg.threshold, "n_lesions": int(labels.max()),
             "seconds": round(time.perf_counter() - t0, 2)}
     log.info("unet: %d lesions in %.1f s (%s)", info["n_lesions"], info["seconds"], device)

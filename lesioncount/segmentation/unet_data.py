@@ -2,9 +2,14 @@
 
 No torch here: everything is numpy/scipy, so data preparation can be tested and cached
 without the model. A training *volume* is a dict of arrays on a 1 mm isotropic grid:
-``post`` and ``pre`` (normalised, WM = 1; ``pre`` may be None), ``brain`` (bool),
-``label`` (uint8, 1 = enhancing lesion) and ``hard`` (bool, look-alikes worth sampling:
-veins, sinuses, choroid plexus, dura, chronic lesions, the brightest brain voxels).
+``post`` and ``pre`` (normalised, WM = 1; ``pre`` may be None), ``flair`` (FLAIR over its
+normal-appearing white matter level, NAWM = 1; may be None), ``brain`` (bool), ``label``
+(uint8, 1 = enhancing lesion) and ``hard`` (bool, look-alikes worth sampling: veins,
+sinuses, choroid plexus, dura, chronic lesions, the brightest brain voxels).
+
+The model's input channels (:func:`stack_channels`): post, pre (0 when absent), has-pre,
+FLAIR (0 when absent), has-FLAIR. A model of 3 channels (the first shipped one) takes the
+first three.
 """
 from __future__ import annotations
 
@@ -54,6 +59,52 @@ def normalise(array: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# FLAIR level: the smooth NAWM level of lesioncount.segmentation.normalise.flair_ratio, at
+# the classical detector's bias scale (RF inhomogeneity varies over several cm).
+FLAIR_SIGMA_MM = 20.0
+FLAIR_NAWM_BAND = 0.08
+
+
+def normalise_flair(flair: np.ndarray, ref: np.ndarray, brain: np.ndarray,
+                    spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """FLAIR over its smooth normal-appearing white-matter level (NAWM = 1), clipped to
+    [0, CLIP], 0 outside ``brain``; ``ref`` is a normalised T1 (WM = 1) on the same grid
+    that says where white matter is (on FLAIR grey matter is brighter than white, so the
+    T1 histogram peak of :func:`normalise` would not find it there)."""
+    from .normalise import flair_ratio
+
+    f = np.nan_to_num(np.asarray(flair, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    brain = np.asarray(brain, dtype=bool)
+    if not brain.any():
+        return np.zeros(f.shape, np.float32)
+    r = flair_ratio(f, np.asarray(ref, np.float32), brain, np.asarray(spacing, float),
+                    FLAIR_SIGMA_MM, FLAIR_NAWM_BAND)
+    return np.clip(r, 0.0, CLIP).astype(np.float32)
+
+
+N_CHANNELS = 5
+
+
+def stack_channels(post: np.ndarray, pre: np.ndarray | None, flair: np.ndarray | None,
+                   channels: int = N_CHANNELS) -> np.ndarray:
+    """The model input (``channels``, I, J, K) float32: post, pre, has-pre, FLAIR, has-FLAIR.
+
+    Absent scans are zeros with their flag 0. ``channels`` = 3 leaves the FLAIR out (the
+    layout of models trained before it was an input).
+    """
+    if channels not in (3, N_CHANNELS):
+        raise ValueError(f"a U-Net input has 3 or {N_CHANNELS} channels, not {channels}")
+    x = np.zeros((channels,) + tuple(post.shape), np.float32)
+    x[0] = post
+    if pre is not None:
+        x[1] = pre
+        x[2] = 1.0
+    if channels > 3 and flair is not None:
+        x[3] = flair
+        x[4] = 1.0
+    return x
+
+
 def to_iso(post: Image, others: dict[str, Image | np.ndarray | None], spacing_mm: float = 1.0):
     """Resample post onto a ``spacing_mm`` isotropic grid of its field of view; others too.
 
@@ -78,15 +129,17 @@ def to_iso(post: Image, others: dict[str, Image | np.ndarray | None], spacing_mm
 
 
 def make_volume(post: np.ndarray, pre: np.ndarray | None, brain: np.ndarray, label: np.ndarray,
-                hard: np.ndarray | None = None) -> dict:
+                hard: np.ndarray | None = None, flair: np.ndarray | None = None) -> dict:
     """A training volume from raw intensities on one 1 mm grid (normalised here)."""
     brain = np.asarray(brain, bool)
     label = (np.asarray(label) > 0) & brain  # the model sees nothing outside the brain
     p = normalise(post, brain)
     q = normalise(pre, brain) if pre is not None else None
+    f = normalise_flair(flair, q if q is not None else p, brain) if flair is not None else None
     bright = brain & (p > np.percentile(p[brain], 99.5)) if brain.any() else np.zeros_like(brain)
     h = bright if hard is None else (np.asarray(hard, bool) | bright)
     return {"post": p.astype(np.float16), "pre": None if q is None else q.astype(np.float16),
+            "flair": None if f is None else f.astype(np.float16),
             "brain": brain, "label": (np.asarray(label) > 0).astype(np.uint8), "hard": h & brain}
 
 
@@ -99,6 +152,7 @@ def load_volume(path: Path) -> dict:
     with np.load(path) as z:
         vol = {k: z[k] for k in z.files}
     vol.setdefault("pre", None)
+    vol.setdefault("flair", None)
     return vol
 
 
@@ -118,10 +172,11 @@ def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24) -> dict
 
     rng = np.random.default_rng(seed)
     a = template_anatomy(rng, whole_head=whole_head)
-    post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
-    post2, pre2, labels, _, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, wm_level=a.wm_level_post)
+    post, pre, flair = (Image(x, a.affine) for x in (a.post, a.pre, a.flair))
+    post2, pre2, labels, _, flair2 = inject_lesions(post, pre, a.wm, n_lesions, rng,
+                                                    wm_level=a.wm_level_post, flair=flair)
     hard = (a.mimics > 0) if a.mimics is not None else None
-    return make_volume(post2.array, pre2.array, brain_mask(post2), labels > 0, hard)
+    return make_volume(post2.array, pre2.array, brain_mask(post2), labels > 0, hard, flair2.array)
 
 
 def patient_volume(name: str, seed: int, *, n_lesions: int = 16) -> dict:
@@ -131,18 +186,18 @@ def patient_volume(name: str, seed: int, *, n_lesions: int = 16) -> dict:
 
     rng = np.random.default_rng(seed)
     a = patient_anatomy(name, rng)
-    post, pre = Image(a.post, a.affine), Image(a.pre, a.affine)
-    post2, pre2, labels, _, _ = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
-                                            wm_level=a.wm_level_post)
+    post, pre, flair = (Image(x, a.affine) for x in (a.post, a.pre, a.flair))
+    post2, pre2, labels, _, flair2 = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=a.chronic,
+                                                    wm_level=a.wm_level_post, flair=flair)
     hard = ndi.binary_dilation(a.chronic, iterations=1)
-    return make_volume(post2.array, pre2.array, a.brain, labels > 0, hard)
+    return make_volume(post2.array, pre2.array, a.brain, labels > 0, hard, flair2.array)
 
 
 def folder_volumes(root: Path) -> list[tuple[str, dict]]:
     """Training volumes from a folder of labelled cases (fine-tuning on a site's scans).
 
-    Layout: ``root/<case>/post.nii[.gz]`` (required), ``pre.nii[.gz]`` (optional, same
-    world space as post: registered already), ``label.nii[.gz]`` (required, on post's
+    Layout: ``root/<case>/post.nii[.gz]`` (required), ``pre.nii[.gz]`` and ``flair.nii[.gz]``
+    (optional, same world space as post: registered already), ``label.nii[.gz]`` (required, on post's
     grid, nonzero = enhancing lesion), ``brain.nii[.gz]`` (optional, on post's grid;
     computed with :func:`lesioncount.brain.brain_mask` when absent).
     """
@@ -169,11 +224,13 @@ def folder_volumes(root: Path) -> list[tuple[str, dict]]:
         lab = load_image(flab)
         if lab.shape != post.shape:
             raise InputError(flab, f"label shape {lab.shape} is not the post grid {post.shape}")
-        fpre, fbrain = find(d, "pre"), find(d, "brain")
+        fpre, fflair, fbrain = find(d, "pre"), find(d, "flair"), find(d, "brain")
         pre = load_image(fpre) if fpre else None
+        flair = load_image(fflair) if fflair else None
         brain = (load_image(fbrain).array > 0) if fbrain else brain_mask(post)
-        grid, arr = to_iso(post, {"pre": pre, "brain": brain, "label": lab.array > 0})
-        out.append((d.name, make_volume(arr["post"], arr["pre"], arr["brain"], arr["label"])))
+        grid, arr = to_iso(post, {"pre": pre, "flair": flair, "brain": brain, "label": lab.array > 0})
+        out.append((d.name, make_volume(arr["post"], arr["pre"], arr["brain"], arr["label"],
+                                        flair=arr["flair"])))
     if not out:
         raise InputError(root, "no case folders with post and label images")
     return out
@@ -226,28 +283,39 @@ def _thick_slices(x: np.ndarray, axis: int, rng: np.random.Generator, factor: in
 
 def sample_patch(vol: dict, rng: np.random.Generator, size: int, *, augment: bool = True,
                  p_lesion: float = 0.5, p_hard: float = 0.3, p_drop_pre: float = 0.4,
-                 max_rot_deg: float = 12.0, pre_jitter: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented patch: input (3, size, size, size) float32 and target (size,)*3 float32.
+                 p_drop_flair: float = 0.3, p_thick: float = 0.5, max_rot_deg: float = 12.0,
+                 pre_jitter: int = 1, channels: int = N_CHANNELS) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented patch: input (``channels``, size, size, size) float32 (see
+    :func:`stack_channels`) and target (size,)*3 float32.
 
     Centres: a lesion voxel (``p_lesion``), a look-alike (``p_hard``) or any brain voxel,
     jittered so the lesion is not always in the middle. Augmentation: small rotations,
-    flips, 3 mm slices along a random axis, global gain, a smooth bias field, gamma,
-    Gaussian noise, the pre channel dropped at random (then zeros with has-pre = 0) or,
-    in half the patches that keep it, shifted by up to ``pre_jitter`` voxels per axis (the
-    pre-to-post registration is not perfect at inference).
+    flips, 3 mm slices along a random axis (``p_thick``), global gain, a smooth bias
+    field, gamma, Gaussian noise; the pre and FLAIR channels each dropped at random (then
+    zeros with their flag 0) or, in half the patches that keep them, shifted by up to
+    ``pre_jitter`` voxels per axis (same-session registration is not perfect at inference).
     """
     c = _centre(rng, vol, p_lesion, p_hard)
     c = c + rng.integers(-size // 3, size // 3 + 1, 3)
     pre_present = vol["pre"] is not None and not (augment and rng.uniform() < p_drop_pre)
+    flair_present = (channels > 3 and vol.get("flair") is not None
+                     and not (augment and rng.uniform() < p_drop_flair))
     rot = augment and rng.uniform() < 0.4
     big = int(np.ceil(size * 1.3)) if rot else size
     lo = c - big // 2
     # _crop casts only the crop to float32 (casting whole volumes cost ~20 ms a patch)
     post = _crop(vol["post"], lo, big)
-    lo_pre = lo
-    if pre_present and augment and pre_jitter and rng.uniform() < 0.5:
-        lo_pre = lo + rng.integers(-pre_jitter, pre_jitter + 1, 3)
-    pre = _crop(vol["pre"], lo_pre, big) if pre_present else None
+
+    def side(key: str, present: bool):
+        if not present:
+            return None
+        lo_s = lo
+        if augment and pre_jitter and rng.uniform() < 0.5:
+            lo_s = lo + rng.integers(-pre_jitter, pre_jitter + 1, 3)
+        return _crop(vol[key], lo_s, big)
+
+    pre = side("pre", pre_present)
+    flair = side("flair", flair_present)
     lab = _crop(vol["label"], lo, big)
     brain = _crop(vol["brain"], lo, big)
     if rot:
@@ -263,10 +331,11 @@ def sample_patch(vol: dict, rng: np.random.Generator, size: int, *, augment: boo
         off = ctr - r @ np.full(3, (size - 1) / 2.0)
 
         def warp(a, order):
+            if a is None:
+                return None
             return ndi.affine_transform(a, r, offset=off, output_shape=(size,) * 3, order=order,
                                         mode="constant", cval=0.0)
-        post = warp(post, 1)
-        pre = warp(pre, 1) if pre is not None else None
+        post, pre, flair = warp(post, 1), warp(pre, 1), warp(flair, 1)
         lab = warp(lab, 0)
         brain = warp(brain, 0)
     if augment:
@@ -274,20 +343,21 @@ def sample_patch(vol: dict, rng: np.random.Generator, size: int, *, augment: boo
             if rng.uniform() < 0.5:
                 post, lab, brain = np.flip(post, ax), np.flip(lab, ax), np.flip(brain, ax)
                 pre = np.flip(pre, ax) if pre is not None else None
-        if rng.uniform() < 0.35:
+                flair = np.flip(flair, ax) if flair is not None else None
+        if rng.uniform() < p_thick:
             ax = int(rng.integers(3))
             post = _thick_slices(post, ax, rng)
             if pre is not None and rng.uniform() < 0.5:
                 pre = _thick_slices(pre, ax, rng)
+        if flair is not None and rng.uniform() < 0.5:
+            # FLAIR is often a 2D acquisition of its own: thick slices along any axis
+            flair = _thick_slices(flair, int(rng.integers(3)), rng)
         post = _intensity(post, brain, rng)
         if pre is not None:
             pre = _intensity(pre, brain, rng)
-    x = np.zeros((3, size, size, size), np.float32)
-    x[0] = post
-    lab = np.ascontiguousarray(lab)
-    if pre is not None:
-        x[1] = pre
-        x[2] = 1.0
+        if flair is not None:
+            flair = _intensity(flair, brain, rng)
+    x = stack_channels(post, pre, flair, channels)
     return x, np.ascontiguousarray(lab, dtype=np.float32)
 
 

@@ -3,16 +3,19 @@
 Imported only by :mod:`lesioncount.segmentation.unet` and :mod:`lesioncount.training`,
 never by ``import lesioncount``: torch is loaded only when the U-Net is used.
 
-Input channels (:data:`IN_CHANNELS`): normalised post-contrast T1, normalised
-registered pre-contrast T1 (zeros when there is none), and a constant 0/1 channel
-saying whether the pre is present. Output: one logit per voxel for "enhancing lesion".
+Input channels (:data:`IN_CHANNELS`, built by
+:func:`lesioncount.segmentation.unet_data.stack_channels`): normalised post-contrast T1,
+normalised registered pre-contrast T1 (zeros when there is none), a constant 0/1 channel
+saying whether the pre is present, the registered FLAIR over its white-matter level (zeros
+when there is none) and its 0/1 flag. Weights of 3 channels (no FLAIR) still load.
+Output: one logit per voxel for "enhancing lesion".
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-IN_CHANNELS = 3
+IN_CHANNELS = 5
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -28,7 +31,7 @@ class UNet3D(nn.Module):
     Parameters
     ----------
     in_channels : int
-        Input channels (post, pre, has-pre).
+        Input channels (post, pre, has-pre, FLAIR, has-FLAIR; 3 without the FLAIR).
     features : tuple of int
         Channels per level, finest first; the last is the bottleneck. Spatial input sizes
         must be divisible by ``2 ** (len(features) - 1)``.
