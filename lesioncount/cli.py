@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def pipeline_opts(q):
         q.add_argument("--detector", choices=DETECTORS,
-                       help="default: classical; both = classical lesions the U-Net agrees with")
+                       help="default: classical; both = classical lesions the U-Net agrees with; "
+                            "union = classical lesions plus the U-Net's large ones it missed")
         q.add_argument("--no-pre", action="store_true",
                        help="ignore pre-contrast scans (detect from post-contrast alone)")
         q.add_argument("--no-flair", action="store_true",

@@ -68,7 +68,7 @@ def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tup
         hashes["flair"] = _sha256(session.flair)
     if session.session != baseline.session:
         hashes["baseline_post"] = _sha256(baseline.post)
-    if cfg.detector in ("unet", "both"):
+    if cfg.detector in ("unet", "both", "union"):
         # retrained weights at the same path must not reuse the old weights' results
         from .segmentation.unet import weights_path
         hashes["unet_weights"] = _sha256(weights_path(cfg.unet))
@@ -109,7 +109,7 @@ def _overlap_fraction(a: Image, b: Image) -> float:
 
 def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig,
            flair: Image | None = None):
-    """Run the configured detector (classical, U-Net, or both in agreement) on one session.
+    """Run the configured detector (classical, U-Net, both in agreement, or their union) on one session.
 
     ``flair`` (registered onto ``post``'s grid) is used by the classical detector and by
     U-Net weights that take it (5 input channels; the first shipped model, of 3, ignores it).
@@ -117,6 +117,9 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfi
     if cfg.detector == "both":
         from .segmentation.agreement import detect as both_detect
         return both_detect(post, pre, brain, cfg, flair=flair)
+    if cfg.detector == "union":
+        from .segmentation.agreement import detect_union
+        return detect_union(post, pre, brain, cfg, flair=flair)
     if cfg.detector == "unet":
         from .segmentation.unet import detect as unet_detect
         return unet_detect(post, pre, brain, cfg, flair=flair)

@@ -18,6 +18,7 @@ Measures, and writes to ``OUT/benchmark.json``:
 Usage::
 
     .venv/bin/python scripts/benchmark.py --out bench-out [--subjects 8 --sessions 7]
+    .venv/bin/python scripts/benchmark.py --out bench-unet --detector unet   # the U-Net
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def study_part(args, out: Path) -> dict:
         if args.runs and name not in args.runs:
             continue
         dest = out / f"run-{name}"
-        cmd = ["run", str(study), "--out", str(dest), "--quiet", *extra]
+        cmd = ["run", str(study), "--out", str(dest), "--quiet", "--detector", args.detector, *extra]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
         rc, secs, peak = run_cli(cmd)
@@ -122,7 +123,7 @@ def real_part(args, out: Path) -> dict:
     from lesioncount.phantom import inject_lesions, load_patient, white_matter_mask
     from lesioncount.pipeline import detect
 
-    cfg = PipelineConfig()
+    cfg = PipelineConfig(detector=args.detector)
     no_flair = cfg.replace(use_flair=False)
     crops = out / "real-crops"
     crops.mkdir(parents=True, exist_ok=True)
@@ -211,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
     ap.add_argument("--skip-study", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--detector", choices=["classical", "unet", "both", "union"], default="classical",
+                    help="the detector every part uses (lesioncount run --detector)")
     ap.add_argument("--runs", nargs="+", choices=[name for name, _ in RUNS],
                     help="only these conditions of the phantom study (default: all)")
     args = ap.parse_args(argv)

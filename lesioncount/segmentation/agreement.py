@@ -1,10 +1,17 @@
-"""The ``both`` detector: classical lesions that the U-Net agrees with.
+"""Detectors that combine the classical detector and the U-Net.
 
 The two detectors fail on different things: the classical one on small vessel pieces and
-other bright foci that pass its shape rules, the U-Net on whatever its synthetic training
-did not show it. Keeping a classical lesion only when the U-Net's mask overlaps it trades
-sensitivity for precision (see models/README.md for both sides of that trade). Lesion
-extents, the enhancement map and everything downstream are the classical detector's.
+other bright foci that pass its shape rules, and on large faint lesions its thresholds do
+not seed; the U-Net on small bright foci its synthetic training did not show it.
+
+- ``both``: a classical lesion is kept only when the U-Net's mask overlaps it (precision at
+  a cost in sensitivity);
+- ``union``: every classical lesion, plus each U-Net lesion that overlaps no classical
+  lesion and is at least ``cfg.unet.union_min_volume_mm3`` large (sensitivity: the
+  U-Net's own false positives are small).
+
+See models/README.md for both sides of each trade. The enhancement map, the deferred
+look-alikes and everything downstream are the classical detector's.
 """
 from __future__ import annotations
 
@@ -39,3 +46,38 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
             "seconds": round(float(c.info.get("seconds", 0)) + float(u.info.get("seconds", 0)), 2)}
     prob = np.minimum(c.probability, u.probability).astype(np.float32)
     return Detection(enhancement=c.enhancement, probability=prob, mask=mask, info=info)
+
+
+def detect_union(post: Image, pre: Image | None, brain: np.ndarray,
+                 cfg: PipelineConfig = PipelineConfig(), flair: Image | None = None) -> Detection:
+    """Classical detection plus the U-Net's large lesions the classical detector missed.
+
+    A U-Net lesion (``cfg.lesion``'s definition on the U-Net mask) is added, with the
+    U-Net's extent, when it overlaps no classical lesion and its volume is at least
+    ``cfg.unet.union_min_volume_mm3``. Returns the classical
+    :class:`~lesioncount.segmentation.Detection` (enhancement, deferred look-alikes) with
+    ``mask`` the union, ``probability`` the voxelwise maximum of the two detectors', and
+    ``info`` holding both detectors' info and the number of lesions added. ``flair`` (on
+    ``post``'s grid) goes to both detectors.
+    """
+    from ..lesions import component_volumes
+    from .classical import detect as classical_detect
+    from .unet import detect as unet_detect
+
+    c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
+    u = unet_detect(post, pre, brain, cfg, flair=flair)
+    ul = label_lesions(u.mask, post.affine, cfg.lesion)
+    n_u = int(ul.max())
+    touched = np.unique(ul[c.mask])
+    vol = component_volumes(ul, post.voxel_volume)
+    add = [k for k in range(1, n_u + 1)
+           if k not in touched and vol[k] >= cfg.unet.union_min_volume_mm3]
+    mask = c.mask | np.isin(ul, add)
+    info = {"detector": "union", "classical": c.info, "unet": u.info,
+            "n_classical": int(label_lesions(c.mask, post.affine, cfg.lesion).max()),
+            "n_unet": n_u, "n_added": len(add),
+            "seconds": round(float(c.info.get("seconds", 0)) + float(u.info.get("seconds", 0)), 2)}
+    prob = np.maximum(c.probability, u.probability).astype(np.float32)
+    deferred = None if c.deferred is None else (c.deferred & ~mask)
+    return Detection(enhancement=c.enhancement, probability=prob, mask=mask, info=info,
+                     deferred=deferred)
