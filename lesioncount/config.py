@@ -426,6 +426,13 @@ class UNetConfig:
     # Use the registered FLAIR channel when present and the weights take it (5 input
     # channels); the model was trained with it dropped at random, so it works without.
     use_flair: bool = True
+    # A U-Net lesion is kept only when its 90th-percentile enhancement (post-contrast z
+    # above white matter, the map the reader sees) reaches this: a Gd+ lesion is brighter
+    # than white matter. The FLAIR-input model marks chronic (non-enhancing, FLAIR-bright)
+    # lesions of the template subjects, which its training anatomy lacked. Tuning phantom
+    # study seed 19 (models/README.md): those 25 false positives measured 0.2-2.9, the 47
+    # true lesions found 3.0-12.8; 3 is also the usual "clearly above noise". 0 = no gate.
+    min_enhancement_z: float = 3.0
     # Detector "union": a U-Net lesion the classical detector has nothing of is added from
     # this volume up. On tuning injections into the real patients (seeds 5000-5011) the
     # U-Net-only false positives were all 10-33 mm^3 (small bright foci: vessel pieces,

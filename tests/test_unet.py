@@ -288,3 +288,22 @@ def test_session_key_changes_with_the_unet_weights(tmp_path):
         keys.append(session_key(s, s, PipelineConfig(detector="unet", unet=UNetConfig(weights=str(p))))[0])
     assert keys[0] != keys[1]
     assert session_key(s, s, PipelineConfig())[0] == session_key(s, s, PipelineConfig())[0]
+
+
+def test_enhancement_gate_drops_lesions_that_do_not_enhance():
+    from lesioncount.segmentation.unet import enhancement_gate
+
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[2:5, 2:5, 2:5] = 1      # enhancing: z ~ 8
+    labels[10:13, 10:13, 10:13] = 2  # a chronic plaque the model marked: z ~ 1
+    labels[15:18, 2:5, 2:5] = 3    # enhancing
+    z = np.zeros(labels.shape, np.float32)
+    z[labels == 1] = 8.0
+    z[labels == 2] = 1.0
+    z[labels == 3] = 6.0
+    z[10, 10, 10] = 9.0            # one bright voxel does not make the plaque enhance (p90)
+    out, n = enhancement_gate(labels, z, 3.0)
+    assert n == 1 and out.max() == 2
+    assert np.array_equal(out > 0, (labels == 1) | (labels == 3))
+    same, n0 = enhancement_gate(labels, z, 0.0)  # 0: no gate
+    assert n0 == 0 and np.array_equal(same, labels)

@@ -171,7 +171,8 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     Detection
         On ``post``'s grid: ``enhancement`` (post intensity in robust z-units above
         white matter), ``probability`` (U-Net output), ``mask`` (probability >=
-        ``cfg.unet.threshold`` inside the brain, components smaller than a lesion removed),
+        ``cfg.unet.threshold`` inside the brain, components smaller than a lesion removed,
+        lesions that do not enhance (``cfg.unet.min_enhancement_z``) removed),
         ``info`` (weights file, device, seconds, number of lesions).
     """
     import torch
@@ -208,14 +209,41 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     prob = np.clip(prob, 0.0, 1.0) * brain
     labels = label_lesions((prob >= ucfg.threshold) & brain, post.affine, cfg.lesion)
     enh = _enhancement(post.array, brain)
+    labels, n_gated = enhancement_gate(labels, enh, ucfg.min_enhancement_z)
     info = {"detector": "unet", "weights": str(weights_path(ucfg).name),
             "weights_meta": {k: meta.get(k) for k in ("seed", "steps", "best_val_f1") if k in meta},
             "device": device, "used_pre": use_pre is not None,
             "used_flair": use_flair is not None, "flips": ucfg.flips,
             "threshold": ucfg.threshold, "n_lesions": int(labels.max()),
+            "n_not_enhancing": n_gated,
             "seconds": round(time.perf_counter() - t0, 2)}
     log.info("unet: %d lesions in %.1f s (%s)", info["n_lesions"], info["seconds"], device)
     return Detection(enhancement=enh, probability=prob.astype(np.float32), mask=labels > 0, info=info)
+
+
+def enhancement_gate(labels: np.ndarray, enhancement: np.ndarray,
+                     min_z: float) -> tuple[np.ndarray, int]:
+    """Lesions whose 90th-percentile enhancement (z above white matter on the post scan)
+    reaches ``min_z``, renumbered 1..n, and how many were dropped (none when ``min_z`` <= 0).
+
+    A Gd+ lesion is brighter than white matter after contrast; a lesion the model marks
+    without being so is a non-enhancing one (a chronic plaque bright on FLAIR).
+    """
+    n = int(labels.max())
+    if min_z <= 0 or n == 0:
+        return labels, 0
+    from scipy import ndimage as ndi
+
+    from ..lesions import relabel_sequential
+
+    idx = np.arange(1, n + 1)
+    p90 = ndi.labeled_comprehension(enhancement, labels, idx, lambda v: np.percentile(v, 90),
+                                    np.float64, -np.inf)
+    drop = idx[p90 < min_z]
+    if drop.size == 0:
+        return labels, 0
+    kept = np.where(np.isin(labels, drop), 0, labels)
+    return relabel_sequential(kept).astype(labels.dtype), int(drop.size)
 
 
 def _enhancement(post: np.ndarray, brain: np.ndarray) -> np.ndarray:
