@@ -468,8 +468,10 @@ DETECTORS = ("classical", "unet", "both", "union")
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    # classical by default: the best lesion-wise F1 on held-out phantom studies (models/README.md);
-    # "both" has the fewest false positives on the real patients, at a cost in sensitivity.
+    # classical by default: the fastest (one detector, inside the 30 s per session target on
+    # 2 cores) with F1 0.96 on held-out phantom studies; "union" finds more (F1 0.98 on
+    # held-out seed 12, models/README.md) at the U-Net's extra 8-16 s per session on CPU;
+    # "both" has the fewest false positives, at a cost in sensitivity.
     detector: str = "classical"
     use_pre: bool = True  # use the pre-contrast T1 when a session has one
     use_flair: bool = True  # use the FLAIR when a session has one (classical detector)
