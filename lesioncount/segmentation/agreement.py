@@ -8,7 +8,8 @@ not seed; the U-Net on small bright foci its synthetic training did not show it.
   a cost in sensitivity);
 - ``union``: every classical lesion, plus each U-Net lesion that overlaps no classical
   lesion and is at least ``cfg.unet.union_min_volume_mm3`` large (sensitivity: the
-  U-Net's own false positives are small).
+  U-Net's own false positives were small on the tuning injections; not all of them are on
+  held-out phantom seed 2026, see models/README.md).
 
 See models/README.md for both sides of each trade. The enhancement map, the deferred
 look-alikes and everything downstream are the classical detector's.
