@@ -247,14 +247,12 @@ def validation_crops(vols: list, size: int = 96, per_volume: int = 2, seed: int 
             c = pool[rng.integers(len(pool))]
             lo = np.clip(c - size // 2, 0, np.maximum(np.asarray(v["brain"].shape) - size, 0))
             sl = tuple(slice(int(a), int(a) + size) for a in lo)
+            has_pre = v["pre"] is not None
             has_flair = channels > 3 and v.get("flair") is not None
-            combos = [(True, True), (True, False), (False, True)]
+            # every scan, without the FLAIR, without the pre (fewer when a scan is absent)
+            combos = dict.fromkeys([(has_pre, has_flair), (has_pre, False), (False, has_flair)])
             for with_pre, with_flair in combos:
-                with_pre = with_pre and v["pre"] is not None
-                with_flair = with_flair and has_flair
                 tag = f"{name}{n}{'' if with_pre else '-nopre'}{'' if with_flair else '-noflair'}"
-                if any(c[0] == tag for c in crops):
-                    continue
                 pre = v["pre"][sl].astype(np.float32) if with_pre else None
                 flair = v["flair"][sl].astype(np.float32) if with_flair else None
                 x = stack_channels(v["post"][sl].astype(np.float32), pre, flair, channels)

@@ -34,17 +34,11 @@ def detect(post: Image, pre: Image | None, brain: np.ndarray,
     detectors' info and the number of classical lesions dropped. ``flair`` (on ``post``'s
     grid) goes to both detectors.
     """
-    from .classical import detect as classical_detect
-    from .unet import detect as unet_detect
-
-    c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
-    u = unet_detect(post, pre, brain, cfg, flair=flair)
+    c, u, info = _run_both(post, pre, brain, cfg, flair)
     labels = label_lesions(c.mask, post.affine, cfg.lesion)
     keep = np.setdiff1d(np.unique(labels[u.mask]), [0])
     mask = np.isin(labels, keep)
-    info = {"detector": "both", "classical": c.info, "unet": u.info,
-            "n_classical": int(labels.max()), "n_agreed": int(len(keep)),
-            "seconds": round(float(c.info.get("seconds", 0)) + float(u.info.get("seconds", 0)), 2)}
+    info = dict(info, detector="both", n_classical=int(labels.max()), n_agreed=int(len(keep)))
     prob = np.minimum(c.probability, u.probability).astype(np.float32)
     return Detection(enhancement=c.enhancement, probability=prob, mask=mask, info=info)
 
@@ -62,23 +56,30 @@ def detect_union(post: Image, pre: Image | None, brain: np.ndarray,
     ``post``'s grid) goes to both detectors.
     """
     from ..lesions import component_volumes
+
+    c, u, info = _run_both(post, pre, brain, cfg, flair)
+    ul = label_lesions(u.mask, post.affine, cfg.lesion)
+    large = np.flatnonzero(component_volumes(ul, post.voxel_volume)[1:]
+                           >= cfg.unet.union_min_volume_mm3) + 1
+    add = np.setdiff1d(large, ul[c.mask])
+    mask = c.mask | np.isin(ul, add)
+    info = dict(info, detector="union",
+                n_classical=int(label_lesions(c.mask, post.affine, cfg.lesion).max()),
+                n_unet=int(ul.max()), n_added=int(add.size))
+    prob = np.maximum(c.probability, u.probability).astype(np.float32)
+    deferred = None if c.deferred is None else (c.deferred & ~mask)
+    return Detection(enhancement=c.enhancement, probability=prob, mask=mask, info=info,
+                     deferred=deferred)
+
+
+def _run_both(post: Image, pre: Image | None, brain: np.ndarray, cfg: PipelineConfig,
+              flair: Image | None) -> tuple[Detection, Detection, dict]:
+    """The classical and U-Net detections of one scan, and the info both combinations share."""
     from .classical import detect as classical_detect
     from .unet import detect as unet_detect
 
     c = classical_detect(post, pre, brain, cfg.classical, cfg.lesion, flair=flair)
     u = unet_detect(post, pre, brain, cfg, flair=flair)
-    ul = label_lesions(u.mask, post.affine, cfg.lesion)
-    n_u = int(ul.max())
-    touched = np.unique(ul[c.mask])
-    vol = component_volumes(ul, post.voxel_volume)
-    add = [k for k in range(1, n_u + 1)
-           if k not in touched and vol[k] >= cfg.unet.union_min_volume_mm3]
-    mask = c.mask | np.isin(ul, add)
-    info = {"detector": "union", "classical": c.info, "unet": u.info,
-            "n_classical": int(label_lesions(c.mask, post.affine, cfg.lesion).max()),
-            "n_unet": n_u, "n_added": len(add),
+    info = {"classical": c.info, "unet": u.info,
             "seconds": round(float(c.info.get("seconds", 0)) + float(u.info.get("seconds", 0)), 2)}
-    prob = np.maximum(c.probability, u.probability).astype(np.float32)
-    deferred = None if c.deferred is None else (c.deferred & ~mask)
-    return Detection(enhancement=c.enhancement, probability=prob, mask=mask, info=info,
-                     deferred=deferred)
+    return c, u, info
