@@ -16,6 +16,7 @@ whose baseline failed gets no counts rather than wrong ones.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -58,9 +59,33 @@ def _sha256(path) -> str:
 SUBJECT_STAGE_FIELDS = ("tracking", "max_baseline_gd")
 
 
+# Parts of the package a session's result cannot depend on: the subject stage (tracking,
+# stability), the tables, the CLI, the phantom, evaluation, training and the viewers.
+# Everything else (new modules included) is in the session code fingerprint.
+NOT_SESSION_CODE = ("napari", "review", "report", "phantom", "tracking.py", "stability.py",
+                    "outputs.py", "evaluation.py", "cli.py", "training.py")
+
+
+@functools.lru_cache(maxsize=None)
+def session_code_fingerprint(root: Path = Path(__file__).parent) -> str:
+    """SHA-256 over the package's Python sources that registration and detection run.
+
+    In the session key: a detector or registration change that keeps the version number
+    (0.1.0 from the first commit on) would otherwise serve the old code's cached results
+    after an upgrade. A change to a viewer, the tables or tracking does not redo sessions.
+    """
+    h = hashlib.sha256()
+    for f in sorted(Path(root).rglob("*.py")):
+        rel = f.relative_to(root)
+        if rel.parts[0] in NOT_SESSION_CODE:
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tuple[str, dict]:
-    """Content hash of everything a session's result depends on (not the subject-stage
-    settings, ``SUBJECT_STAGE_FIELDS``)."""
+    """Content hash of everything a session's result depends on: inputs, parameters (not
+    the subject-stage settings, ``SUBJECT_STAGE_FIELDS``), version and session code."""
     hashes = {"post": _sha256(session.post)}
     if session.pre is not None and session.pre.exists():
         hashes["pre"] = _sha256(session.pre)
@@ -73,7 +98,8 @@ def session_key(session: Session, baseline: Session, cfg: PipelineConfig) -> tup
         from .segmentation.unet import weights_path
         hashes["unet_weights"] = _sha256(weights_path(cfg.unet))
     conf = {k: v for k, v in cfg.to_dict().items() if k not in SUBJECT_STAGE_FIELDS}
-    blob = json.dumps({"version": __version__, "config": conf, "inputs": hashes},
+    blob = json.dumps({"version": __version__, "code": session_code_fingerprint(),
+                       "config": conf, "inputs": hashes},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), hashes
 

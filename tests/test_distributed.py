@@ -273,3 +273,26 @@ def test_sidecar_records_provenance(serial):
     desc = json.loads((out / "dataset_description.json").read_text())
     gen = desc["GeneratedBy"][0]
     assert gen["Version"] and gen["Parameters"] == json.loads(json.dumps(tiny_cfg().to_dict()))
+
+
+def test_a_change_to_the_session_code_changes_the_fingerprint_a_viewer_change_does_not(tmp_path):
+    """The session key holds a fingerprint of the code registration and detection run, so
+    an upgraded detector (same version number) does not serve the old code's cached
+    results; a change to a viewer or to tracking re-tracks from the cached sessions."""
+    import shutil
+
+    import lesioncount
+    from lesioncount.pipeline import session_code_fingerprint
+
+    pkg = Path(lesioncount.__file__).parent
+    copy = tmp_path / "lesioncount"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    base = session_code_fingerprint(copy)
+    assert base == session_code_fingerprint(pkg)
+    for rel, changes in (("napari/_widget.py", False), ("tracking.py", False),
+                         ("segmentation/classical.py", True), ("registration.py", True)):
+        f = copy / rel
+        f.write_text(f.read_text() + "\n# changed\n")
+        session_code_fingerprint.cache_clear()
+        assert (session_code_fingerprint(copy) != base) is changes, rel
+        base = session_code_fingerprint(copy)
