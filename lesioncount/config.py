@@ -317,6 +317,14 @@ class ClassicalConfig:
     # Only with a pre-contrast scan: from the post-contrast scan alone, a FLAIR lesion that
     # is merely bright on T1 passes for enhancing (patient07, post + FLAIR: two such
     # candidates at FLAIR 1.26 and 1.38 would be counted).
+    # Under seed_z (seeded by the FLAIR alone, enhancing to flair_seed_min_contrast), such a
+    # candidate is still kept despite "thin": a 3-5 mm faint lesion is 13-35 voxels whose
+    # largest inscribed radius is one or two voxels, so its thickness ratio says nothing
+    # (tuning: two new lesions of seeds 13 and 17 at thickness 0.69-0.70, z 4.5-4.8, FLAIR
+    # 1.47-1.58, and one injected lesion at 0.60, z 4.3, FLAIR 1.6, were lost to it; no false
+    # candidate of those studies, of seeds 11 and 19, of injections 5000-5011 or of the
+    # shared patients is a FLAIR-seeded "thin" one in a clear FLAIR lesion). Exempting
+    # such candidates from vessel_piece and not_wm too added 9 false ones on the same data.
     flair_lesion_ratio: float = 1.25
     flair_lesion_max_csf: float = 0.1
     flair_lesion_min_shell: float = 0.75

@@ -342,7 +342,15 @@ def test_inside_a_clear_flair_lesion_shape_and_shell_do_not_reject_a_candidate()
     assert _reason(f, cfg, with_pre=False) == "thin"          # post alone: T1-bright passes
     assert _reason(dict(f, flair_ratio=cfg.flair_lesion_ratio - 0.05), cfg) == "thin"
     assert _reason(dict(f, flair_ratio=None), cfg) == "thin"
-    assert _reason(dict(f, max_z=cfg.seed_z - 0.5), cfg) == "thin"
+    # seeded by the FLAIR alone (under seed_z) and enhancing visibly: a small faint lesion's
+    # thickness is that of a few voxels, so "thin" does not reject it; the other rules do
+    faint = dict(f, max_z=cfg.seed_z - 0.5)
+    assert faint["contrast"] >= cfg.flair_seed_min_contrast
+    assert _reason(faint, cfg) is None
+    assert _reason(dict(faint, contrast=cfg.flair_seed_min_contrast - 0.05), cfg) == "thin"
+    assert _reason(dict(faint, thickness=0.8, vessel_piece=True), cfg) == "vessel_piece"
+    assert _reason(dict(faint, thickness=0.8, shell_level=0.78), cfg) == "not_wm"
+    assert _reason(faint, cfg, with_pre=False) == "thin"
     assert _reason(dict(f, csf_fraction=cfg.flair_lesion_max_csf + 0.05), cfg) == "thin"
     assert _reason(dict(f, thickness=cfg.flair_lesion_min_thickness - 0.05), cfg) == "thin"
     assert _reason(dict(f, thickness=0.8, shell_level=cfg.flair_lesion_min_shell - 0.05),

@@ -240,16 +240,20 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
                  and f["shell_level"] >= cfg.min_shell_level)
     # inside a clear FLAIR lesion, in white matter, enhancing to seed_z: its shape and
     # shell do not make it a vessel or grey matter
-    in_lesion = (with_pre and fr is not None and fr >= cfg.flair_lesion_ratio
-                 and f["max_z"] >= cfg.seed_z
-                 and f["csf_fraction"] <= cfg.flair_lesion_max_csf
-                 and f["shell_level"] >= cfg.flair_lesion_min_shell
-                 and f["thickness"] >= cfg.flair_lesion_min_thickness)
+    lesion_like = (with_pre and fr is not None and fr >= cfg.flair_lesion_ratio
+                   and f["csf_fraction"] <= cfg.flair_lesion_max_csf
+                   and f["shell_level"] >= cfg.flair_lesion_min_shell
+                   and f["thickness"] >= cfg.flair_lesion_min_thickness)
+    in_lesion = lesion_like and f["max_z"] >= cfg.seed_z
+    # seeded by the FLAIR alone but enhancing visibly (the "faint" test below): a small
+    # faint lesion's thickness is that of a few voxels, not of a vessel; the vessel_piece
+    # and shell rules still apply to it
+    faint_in_lesion = lesion_like and f["contrast"] >= cfg.flair_seed_min_contrast
     if f.get("vessel_piece") and not (confirmed or in_lesion):
         return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
         return "elongated"
-    if f["thickness"] < cfg.min_thickness_ratio and not in_lesion:
+    if f["thickness"] < cfg.min_thickness_ratio and not (in_lesion or faint_in_lesion):
         return "thin"
     if f["flatness"] > cfg.max_flatness:
         return "sheet"
