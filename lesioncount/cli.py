@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
     opts = TrainOptions(seed=args.seed, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                         threads=args.threads, workers=args.workers, val_every=args.val_every,
                         ema=args.ema, templates=args.templates,
-                        patient_repeats=args.patient_repeats, exclude=tuple(args.exclude))
+                        patient_repeats=args.patient_repeats, exclude=tuple(args.exclude),
+                        template_chronic=args.template_chronic)
     hist = train(args.out, data_dir=args.data, cache_dir=args.cache, init=args.init, options=opts,
                  device=args.device)
     print(f"weights written to {args.out} (best validation F1 {hist['best_val_f1']:.3f} at step "
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MNI-template training subjects (phantom data)")
     q.add_argument("--patient-repeats", type=int, default=T.patient_repeats,
                    help="injections per real patient (phantom data)")
+    q.add_argument("--template-chronic", type=int, default=T.template_chronic,
+                   help="chronic (FLAIR-bright, non-enhancing) lesions painted into each template "
+                        "subject (phantom data; the shipped weights: 0)")
     q.add_argument("--exclude", nargs="*", default=[], choices=PATIENTS,
                    help="real patients left out of training and validation")
     q.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")

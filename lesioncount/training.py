@@ -68,23 +68,32 @@ class TrainOptions:
     # 0.999 averages over the last ~1000 steps. 0 = no averaging.
     ema: float = 0.999
     templates: int = 16       # MNI-template subjects; every third one with a whole head
+    # Chronic (FLAIR-bright, non-enhancing) lesions painted into each template subject. The
+    # shipped weights were trained without (0): the FLAIR model then marked the phantom's
+    # chronic plaques and needs UNetConfig.min_enhancement_z. The next training should use
+    # ~5 (the phantom study draws 2-8 per template subject); not yet trained (no GPU).
+    template_chronic: int = 0
     patient_repeats: int = 4  # injections per real patient
     # Real patients left out of training and validation (to measure false positives on
     # a patient the model has never seen; see models/README.md).
     exclude: tuple[str, ...] = ()
 
 
-def _volume_specs(seed: int, templates: int, patient_repeats: int, exclude=()) -> list:
+def _volume_specs(seed: int, templates: int, patient_repeats: int, exclude=(),
+                  template_chronic: int = 0) -> list:
     from .segmentation.unet_data import patient_volume, template_volume
 
     specs = []
+    chr_tag = f"-chr{template_chronic}" if template_chronic else ""
     for i in range(templates):
-        specs.append(("train", f"mni{i}", template_volume, (seed + i,), {"whole_head": i % 3 == 2}))
+        specs.append(("train", f"mni{i}{chr_tag}", template_volume, (seed + i,),
+                      {"whole_head": i % 3 == 2, "n_chronic": template_chronic}))
     for r in range(patient_repeats):
         for k, name in enumerate(PATIENTS):
             if name not in exclude:
                 specs.append(("train", f"{name}-{r}", patient_volume, (name, seed + 50 + 10 * r + k), {}))
-    specs.append(("val", "mni-val", template_volume, (seed + 500,), {"whole_head": True}))
+    specs.append(("val", f"mni-val{chr_tag}", template_volume, (seed + 500,),
+                  {"whole_head": True, "n_chronic": template_chronic}))
     for k, name in enumerate(PATIENTS):
         if name not in exclude:
             specs.append(("val", f"{name}-val", patient_volume, (name, seed + 510 + k), {}))
@@ -104,7 +113,8 @@ def _make_volume(job) -> str:
 
 def phantom_volumes(cache_dir: Path, seed: int = 0, *, templates: int = TrainOptions.templates,
                     patient_repeats: int = TrainOptions.patient_repeats, exclude=(),
-                    workers: int = 0) -> tuple[list, list]:
+                    workers: int = 0,
+                    template_chronic: int = TrainOptions.template_chronic) -> tuple[list, list]:
     """Training and validation volumes from the phantom, generated once into ``cache_dir``.
 
     ``workers`` > 0 generates missing volumes in that many processes (each volume is
@@ -114,7 +124,7 @@ def phantom_volumes(cache_dir: Path, seed: int = 0, *, templates: int = TrainOpt
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    specs = _volume_specs(seed, templates, patient_repeats, exclude)
+    specs = _volume_specs(seed, templates, patient_repeats, exclude, template_chronic)
     path = {name: cache_dir / f"{split}-{name}-seed{seed}-{VOLUME_VERSION}.npz"
             for split, name, *_ in specs}
     todo = [(path[name], fn, args, kw) for split, name, fn, args, kw in specs if not path[name].exists()]
@@ -315,7 +325,7 @@ def train(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: str
     if data_dir is None:
         train_vols, val_vols = phantom_volumes(Path(cache_dir), o.seed, templates=o.templates,
                                                patient_repeats=o.patient_repeats, exclude=o.exclude,
-                                               workers=o.workers)
+                                               workers=o.workers, template_chronic=o.template_chronic)
         source = "phantom"
     else:
         cases = folder_volumes(Path(data_dir))

@@ -51,7 +51,7 @@ run() {  # name, extra args: stage 1 into OUTDIR/stage1, then stage 2 into OUTDI
 from lesioncount.cli import build_parser
 from lesioncount.training import TrainOptions, phantom_volumes
 a = build_parser().parse_args(['train', *sys.argv[1:]])
-phantom_volumes('$cache', 0, templates=a.templates, patient_repeats=a.patient_repeats, workers=$ncpu)" "$@" \
+phantom_volumes('$cache', 0, templates=a.templates, patient_repeats=a.patient_repeats, workers=$ncpu, template_chronic=a.template_chronic)" "$@" \
   2>&1 | sed 's/^/[volumes] /' | tee -a "$log"
 echo "volumes ready after $(( $(date +%s) - t0 )) s" | tee -a "$log"
 for m in $models; do

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage as ndi
 import pytest
 
 from lesioncount.image import Image, apply_affine
@@ -252,6 +253,34 @@ def test_inject_lesions_synthetic():
         ijk = apply_affine(np.linalg.inv(aff), np.array([r["x"], r["y"], r["z"]]))
         assert labels[tuple(np.round(ijk).astype(int))] == r["lesion"]
     assert post.array.max() < 120  # the input is not modified
+
+
+def test_chronic_lesions_are_flair_bright_not_enhancing_and_injected_lesions_avoid_them():
+    """paint_chronic_lesions (the U-Net's template look-alikes): FLAIR-bright, never
+    brighter than white matter on post, darker or iso on pre; enhancing lesions injected
+    with ``avoid`` keep away from them."""
+    from lesioncount.phantom.lesions import FLAIR_CHRONIC, paint_chronic_lesions
+
+    rng = np.random.default_rng(5)
+    shape = (60, 60, 60)
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    post, pre, flair = (np.full(shape, v, np.float32) for v in (100.0, 80.0, 50.0))
+    wm = np.zeros(shape, bool)
+    wm[8:52, 8:52, 8:52] = True
+    chronic = paint_chronic_lesions(post, pre, flair, wm, aff, 4, rng, levels=(100.0, 80.0, 50.0),
+                                    diameter_mm=(5, 9))
+    from lesioncount.lesions import components
+
+    lab, n = components(chronic)
+    assert n == 4
+    assert post[chronic].max() <= 100.0 + 1e-3 and pre[chronic].max() <= 80.0 + 1e-3
+    for k in range(1, n + 1):
+        assert 50.0 * (FLAIR_CHRONIC[0] - 0.1) < np.median(flair[lab == k]) <= 50.0 * FLAIR_CHRONIC[1]
+    assert np.all(flair[~ndi.binary_dilation(chronic, iterations=3)] == 50.0)
+    _, _, labels, recs, _ = inject_lesions(Image(post, aff), Image(pre, aff), wm, 4, rng,
+                                           diameter_mm=(4, 6), avoid=chronic)
+    assert len(recs) == 4
+    assert not np.any(ndi.binary_dilation(labels > 0, iterations=2) & chronic)
 
 
 @pytest.mark.skipif(not (SHARED / "patient07" / "T1POST.nii.gz").exists(),

@@ -307,3 +307,21 @@ def test_enhancement_gate_drops_lesions_that_do_not_enhance():
     assert np.array_equal(out > 0, (labels == 1) | (labels == 3))
     same, n0 = enhancement_gate(labels, z, 0.0)  # 0: no gate
     assert n0 == 0 and np.array_equal(same, labels)
+
+
+def test_template_chronic_lesions_are_an_option_that_keeps_the_shipped_volumes():
+    """--template-chronic N paints chronic look-alikes into the template subjects under
+    their own cache names; 0 (the shipped weights' data) keeps the v3 names and draws."""
+    from lesioncount.training import TrainOptions, _volume_specs
+
+    assert TrainOptions().template_chronic == 0
+    plain = _volume_specs(0, 3, 1)
+    assert [s[1] for s in plain if s[1].startswith("mni")] == ["mni0", "mni1", "mni2", "mni-val"]
+    assert all(s[4].get("n_chronic", 0) == 0 for s in plain)
+    chr5 = _volume_specs(0, 3, 1, template_chronic=5)
+    names = [s[1] for s in chr5 if s[1].startswith("mni")]
+    assert names == ["mni0-chr5", "mni1-chr5", "mni2-chr5", "mni-val-chr5"]
+    assert all(s[4]["n_chronic"] == 5 for s in chr5 if s[1].startswith("mni"))
+    # the patients' volumes have their own real chronic lesions and do not change
+    assert [s[1:4] for s in chr5 if s[1].startswith("patient")] == \
+        [s[1:4] for s in plain if s[1].startswith("patient")]

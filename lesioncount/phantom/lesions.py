@@ -211,6 +211,55 @@ def paint(array: np.ndarray, r: Rendered, level: float | np.ndarray, which: str 
     array[sl] = array[sl] * (1.0 - r.coverage) + vals * level
 
 
+def chronic_look(rng: np.random.Generator, shape: LesionShape) -> LesionShape:
+    """A non-enhancing chronic lesion: a T1 black hole (35 %) or nearly isointense."""
+    if rng.random() < 0.35:
+        pre, post = rng.uniform(0.55, 0.75), rng.uniform(0.65, 0.8)
+    else:
+        pre, post = rng.uniform(0.88, 0.97), rng.uniform(0.93, 1.0)
+    return shape.scaled(1.0, kind=NODULAR, contrast=0.0, pre=float(pre), post=float(post))
+
+
+# FLAIR of a chronic lesion (x normal WM), as the phantom study's chronic lesions.
+FLAIR_CHRONIC = (1.25, 1.8)
+
+
+def paint_chronic_lesions(post: np.ndarray, pre: np.ndarray | None, flair: np.ndarray | None,
+                          mask: np.ndarray, affine: np.ndarray, n: int, rng: np.random.Generator,
+                          *, levels: tuple[float, float, float], diameter_mm=(3.0, 12.0),
+                          min_gap_mm: float = 3.0) -> np.ndarray:
+    """Paint ``n`` chronic (non-enhancing, FLAIR-bright) lesions in place; return their mask.
+
+    The arrays share one grid (``affine``); centres go inside ``mask`` as
+    :func:`inject_lesions` places them. ``levels``: the normal white-matter intensities of
+    post, pre and FLAIR that the lesion factors multiply. Each lesion is a T1 black hole or
+    nearly isointense (:func:`chronic_look`), never brighter than white matter on post, with
+    a FLAIR factor in ``FLAIR_CHRONIC``. Returns the voxels they cover by >= 50 %: the
+    enhancing lesions injected afterwards should keep away from them (``avoid``).
+    """
+    mask = np.asarray(mask, bool)
+    sp = np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(axis=0))
+    inner = ndi.distance_transform_edt(mask, sampling=sp)
+    placed: list[LesionShape] = []
+    out = np.zeros(mask.shape, bool)
+    for _ in range(int(n)):
+        shape = _place_one(rng, affine, inner, None, placed, (NODULAR,), diameter_mm, (0.0, 0.0),
+                           min_gap_mm)
+        if shape is None:
+            log.warning("paint_chronic_lesions: room for only %d of %d lesions", len(placed), n)
+            break
+        placed.append(shape)
+        look = chronic_look(rng, shape).scaled(1.0, flair=float(rng.uniform(*FLAIR_CHRONIC)))
+        r = render(look, mask.shape, affine)
+        for arr, level, which in ((post, levels[0], "post"), (pre, levels[1], "pre"),
+                                  (flair, levels[2], "flair")):
+            if arr is not None:
+                paint(arr, r, level, which)
+        if not r.empty:
+            out[r.slices] |= r.label_mask()
+    return out
+
+
 def inject_lesions(post: Image, pre: Image | None, brain_or_wm_mask: np.ndarray, n: int,
                    rng: np.random.Generator, *, kinds=KINDS, diameter_mm=(3.0, 12.0),
                    contrast=(0.2, 1.0), avoid: np.ndarray | None = None,

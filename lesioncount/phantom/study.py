@@ -38,7 +38,7 @@ from .acquisition import (DTYPES, ORIENTATIONS_2D, ORIENTATIONS_3D, acquire, bia
                           random_affine, random_rigid, rician, rigid_parameters, scanner_grid,
                           slice_axis, to_storage)
 from .anatomy import PATIENTS, Anatomy, patient_anatomy, template_anatomy
-from .lesions import NODULAR, RING, LesionShape, paint, random_flair, random_shape, render
+from .lesions import NODULAR, RING, LesionShape, chronic_look, paint, random_flair, random_shape, render
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _lesion_timeline(rng, frng, anat: Anatomy, n_sessions, days, rate, jitter, b
                              jitter=jitter)
         enh = [v for v in range(first, n_sessions) if age + days[v] - days[first] < dur]
         les = _Lesion(track, shape, site, first=first, enhancing=enh)
-        les.chronic_shape = _chronic(rng, shape.scaled(0.8))
+        les.chronic_shape = chronic_look(rng, shape.scaled(0.8))
         les.chronic_from = max(enh) + 1
         lesions.append(les)
     for les in lesions:  # FLAIR: drawn from its own stream, after everything else
@@ -286,7 +286,7 @@ def _lesion_timeline(rng, frng, anat: Anatomy, n_sessions, days, rate, jitter, b
         if c is None:
             continue
         shape = random_shape(rng, c, d, kind=NODULAR, contrast=0.0, jitter=jitter)
-        chronic = _chronic(rng, shape)
+        chronic = chronic_look(rng, shape)
         lesions.append(_Lesion(0, shape, site, first=-1, enhancing=[],
                                chronic_shape=chronic.scaled(1.0, flair=float(frng.uniform(1.25, 1.8))),
                                chronic_from=0))
@@ -295,15 +295,6 @@ def _lesion_timeline(rng, frng, anat: Anatomy, n_sessions, days, rate, jitter, b
 
 def _duration(rng) -> float:
     return float(np.clip(DURATION_MEDIAN_DAYS * np.exp(DURATION_SIGMA * rng.standard_normal()), 7, 70))
-
-
-def _chronic(rng, shape: LesionShape) -> LesionShape:
-    """A non-enhancing chronic lesion: a T1 black hole (35 %) or nearly isointense."""
-    if rng.random() < 0.35:
-        pre, post = rng.uniform(0.55, 0.75), rng.uniform(0.65, 0.8)
-    else:
-        pre, post = rng.uniform(0.88, 0.97), rng.uniform(0.93, 1.0)
-    return shape.scaled(1.0, kind=NODULAR, contrast=0.0, pre=float(pre), post=float(post))
 
 
 class _Placer:

@@ -159,23 +159,37 @@ def load_volume(path: Path) -> dict:
 # --------------------------------------------------------------------------- phantom volumes
 
 
-def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24) -> dict:
+def template_volume(seed: int, *, whole_head: bool, n_lesions: int = 24,
+                    n_chronic: int = 0) -> dict:
     """MNI-template subject (veins, sinuses, choroid plexus, dura) with injected Gd+ lesions.
 
     The brain mask is the one inference will use (:func:`lesioncount.brain.brain_mask` of
     the post scan), not the phantom's own: on whole heads it may hold a little dura or
-    scalp, which the model must learn to ignore.
+    scalp, which the model must learn to ignore. ``n_chronic`` chronic lesions (FLAIR-bright,
+    not enhancing: :func:`lesioncount.phantom.lesions.paint_chronic_lesions`) are painted
+    first and sampled as look-alikes; 0 (the volumes of the shipped weights) draws nothing,
+    so those volumes are unchanged.
     """
     from ..brain import brain_mask
     from ..phantom.anatomy import template_anatomy
-    from ..phantom.lesions import inject_lesions
+    from ..phantom.lesions import inject_lesions, paint_chronic_lesions
 
     rng = np.random.default_rng(seed)
     a = template_anatomy(rng, whole_head=whole_head)
-    post, pre, flair = (Image(x, a.affine) for x in (a.post, a.pre, a.flair))
-    post2, pre2, labels, _, flair2 = inject_lesions(post, pre, a.wm, n_lesions, rng,
+    chronic = None
+    if n_chronic > 0:
+        arrays = [np.array(x, np.float32) for x in (a.post, a.pre, a.flair)]
+        chronic = paint_chronic_lesions(*arrays, a.wm, a.affine, n_chronic, rng,
+                                        levels=(a.wm_level_post, a.wm_level_pre, a.wm_level_flair))
+    else:
+        arrays = [a.post, a.pre, a.flair]
+    post, pre, flair = (Image(x, a.affine) for x in arrays)
+    post2, pre2, labels, _, flair2 = inject_lesions(post, pre, a.wm, n_lesions, rng, avoid=chronic,
                                                     wm_level=a.wm_level_post, flair=flair)
     hard = (a.mimics > 0) if a.mimics is not None else None
+    if chronic is not None:
+        grown = ndi.binary_dilation(chronic, iterations=1)
+        hard = grown if hard is None else (hard | grown)
     return make_volume(post2.array, pre2.array, brain_mask(post2), labels > 0, hard, flair2.array)
 
 
