@@ -329,6 +329,17 @@ class ClassicalConfig:
     flair_lesion_max_csf: float = 0.1
     flair_lesion_min_shell: float = 0.75
     flair_lesion_min_thickness: float = 0.55
+    # With a pre-contrast scan, a candidate whose FLAIR reaches a typical MS lesion's
+    # (flair_clear_ratio; the shared patients' lesions: median 1.38) and that enhances to
+    # flair_clear_z is kept at a ventricle's edge (csf, not_wm) or where the opening cut it
+    # off a vessel (vessel_piece): a large periventricular lesion's shell is half ventricle.
+    # Tuning (seeds 11/13/17/19, injections 5000-5011, shared patients): every candidate
+    # those rules rejected at FLAIR >= 1.3 and z >= 6 lay on a true lesion (two baseline
+    # lesions of 579-1132 voxels missed whole, two injected ones), but one: a patient07
+    # periventricular vein piece at FLAIR 1.41, z 4.4-6.0 (CSF 0.32). The other FLAIR-bright
+    # vein pieces there peak under z 7 (1.24 at z 6.8, 1.28 at z 5.9).
+    flair_clear_ratio: float = 1.4
+    flair_clear_z: float = 7.0
     # FLAIR is normalised by its smooth level over normal-appearing white matter: voxels of
     # the reference T1 (pre, else post; WM = 1) within this band of 1 and not FLAIR-bright.
     flair_nawm_band: float = 0.08

@@ -267,14 +267,15 @@ def test_a_flair_bright_lesion_touching_a_vein_is_rescued_from_the_vessel_piece_
     assert np.linalg.norm(np.array(kept[0]["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
     assert sum(c["reason"] == "vessel_piece" for c in det.info["candidates"]) >= 1
     assert not det.deferred[at_spot] and not (det.deferred & det.mask).any()
-    # either rescue alone keeps it (strong enhancement: flair_rescue_z; a clear FLAIR
-    # lesion in white matter: flair_lesion_ratio); both off, or a FLAIR without a
-    # correlate: a vessel piece again
-    for one_off in (dict(flair_rescue_z=np.inf), dict(flair_lesion_ratio=np.inf)):
-        assert count(detect(post, pre, brain, ClassicalConfig(**one_off), flair=fl),
-                     post.affine) == 1
-    off = detect(post, pre, brain, ClassicalConfig(flair_rescue_z=np.inf, flair_lesion_ratio=np.inf),
-                 flair=fl)
+    # each rescue alone keeps it (strong enhancement: flair_rescue_z; a clear FLAIR
+    # lesion in white matter: flair_lesion_ratio; a typical lesion's FLAIR, clearly
+    # enhancing: flair_clear_ratio); all off, or a FLAIR without a correlate: a vessel
+    # piece again
+    rescues = dict(flair_rescue_z=np.inf, flair_lesion_ratio=np.inf, flair_clear_ratio=np.inf)
+    for name in rescues:
+        only = ClassicalConfig(**{k: v for k, v in rescues.items() if k != name})
+        assert count(detect(post, pre, brain, only, flair=fl), post.affine) == 1, name
+    off = detect(post, pre, brain, ClassicalConfig(**rescues), flair=fl)
     assert count(off, post.affine) == 0
     assert count(detect(post, pre, brain, flair=flair_like(post, brain)), post.affine) == 0
     # a FLAIR darker than white matter there says vessel: not even deferred
@@ -315,8 +316,10 @@ def test_a_flair_bright_strongly_enhancing_candidate_is_kept_whatever_its_shell(
     cfg = ClassicalConfig()
     f = dict(volume_mm3=500.0, surface_fraction=0.0, contrast=0.8, max_z=cfg.flair_rescue_any_shell_z,
              elongation=1.2, flatness=1.2, thickness=0.9, ref_level=1.0, csf_fraction=0.2,
-             shell_level=cfg.min_shell_level - 0.05, flair_ratio=cfg.flair_min_ratio + 0.3,
-             vessel_piece=False)
+             shell_level=cfg.min_shell_level - 0.05, vessel_piece=False,
+             # FLAIR-bright, under the typical lesion's FLAIR that keeps it anyway (flair_clear_ratio)
+             flair_ratio=cfg.flair_clear_ratio - 0.05)
+    assert f["flair_ratio"] > cfg.flair_min_ratio
     assert _reason(f, cfg) is None                                     # beside a ventricle
     assert _reason(dict(f, max_z=cfg.flair_rescue_any_shell_z - 1), cfg) == "not_wm"
     assert _reason(dict(f, flair_ratio=cfg.flair_min_ratio - 0.05), cfg) == "not_wm"
@@ -374,3 +377,26 @@ def test_a_small_lesion_that_the_opening_erodes_to_a_speck_is_judged_whole_in_a_
         det = detect(post, pre, brain, flair=fl)
         assert count(det, post.affine) == 0
         assert det.info["rejected"]["small"] >= 1 and not det.info["candidates"]
+
+
+def test_a_clearly_flair_bright_clearly_enhancing_candidate_is_kept_at_a_ventricle_or_a_vein():
+    """With a pre-contrast scan, FLAIR >= flair_clear_ratio and z >= flair_clear_z: a
+    periventricular lesion (shell half ventricle, CSF around) or one the opening cut off a
+    vein is kept; under either threshold, or from the post alone, the rules apply again."""
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=900.0, surface_fraction=0.0, contrast=0.5, max_z=cfg.flair_clear_z + 0.3,
+             elongation=1.1, flatness=1.1, thickness=0.85, ref_level=1.0, csf_fraction=0.27,
+             shell_level=0.73, flair_ratio=cfg.flair_clear_ratio + 0.05, vessel_piece=False)
+    # neither the FLAIR rescue (z under flair_rescue_z) nor in_lesion (CSF around) applies
+    assert f["max_z"] < cfg.flair_rescue_z and f["csf_fraction"] > cfg.flair_lesion_max_csf
+    assert _reason(f, cfg) is None                                           # not_wm
+    assert _reason(dict(f, csf_fraction=cfg.max_csf_fraction + 0.1), cfg) is None   # csf
+    assert _reason(dict(f, shell_level=0.9, vessel_piece=True), cfg) is None        # vein cut
+    assert _reason(dict(f, flair_ratio=cfg.flair_clear_ratio - 0.05), cfg) == "not_wm"
+    assert _reason(dict(f, max_z=cfg.flair_clear_z - 0.5), cfg) == "not_wm"
+    assert _reason(f, cfg, with_pre=False) == "not_wm"
+    assert _reason(dict(f, shell_level=0.9, vessel_piece=True, max_z=cfg.flair_clear_z - 0.5),
+                   cfg) == "vessel_piece"
+    assert _reason(dict(f, elongation=cfg.max_elongation + 0.5), cfg) == "elongated"

@@ -245,11 +245,15 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
                    and f["shell_level"] >= cfg.flair_lesion_min_shell
                    and f["thickness"] >= cfg.flair_lesion_min_thickness)
     in_lesion = lesion_like and f["max_z"] >= cfg.seed_z
+    # a typical MS lesion's FLAIR, clearly enhancing: at a ventricle's edge (csf, not_wm)
+    # or cut off a vessel by the opening, it is still a lesion
+    clear = (with_pre and fr is not None and fr >= cfg.flair_clear_ratio
+             and f["max_z"] >= cfg.flair_clear_z)
     # seeded by the FLAIR alone but enhancing visibly (the "faint" test below): a small
     # faint lesion's thickness is that of a few voxels, not of a vessel; the vessel_piece
     # and shell rules still apply to it
     faint_in_lesion = lesion_like and f["contrast"] >= cfg.flair_seed_min_contrast
-    if f.get("vessel_piece") and not (confirmed or in_lesion):
+    if f.get("vessel_piece") and not (confirmed or in_lesion or clear):
         return "vessel_piece"
     if f["elongation"] > cfg.max_elongation:
         return "elongated"
@@ -257,9 +261,9 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
         return "thin"
     if f["flatness"] > cfg.max_flatness:
         return "sheet"
-    if f["csf_fraction"] > cfg.max_csf_fraction and not confirmed:
+    if f["csf_fraction"] > cfg.max_csf_fraction and not (confirmed or clear):
         return "csf"
-    if f["shell_level"] < cfg.min_shell_level and not in_lesion and not (
+    if f["shell_level"] < cfg.min_shell_level and not (in_lesion or clear) and not (
             flair_bright and f["max_z"] >= cfg.flair_rescue_any_shell_z):
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
