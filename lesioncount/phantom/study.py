@@ -38,7 +38,8 @@ from .acquisition import (DTYPES, ORIENTATIONS_2D, ORIENTATIONS_3D, acquire, bia
                           random_affine, random_rigid, rician, rigid_parameters, scanner_grid,
                           slice_axis, to_storage)
 from .anatomy import PATIENTS, Anatomy, patient_anatomy, template_anatomy
-from .lesions import NODULAR, RING, LesionShape, chronic_look, paint, random_flair, random_shape, render
+from .lesions import (FLAIR_CHRONIC, NODULAR, RING, LesionShape, chronic_look, paint, random_flair,
+                      random_shape, render)
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def _lesion_timeline(rng, frng, anat: Anatomy, n_sessions, days, rate, jitter, b
         shape = random_shape(rng, c, d, kind=NODULAR, contrast=0.0, jitter=jitter)
         chronic = chronic_look(rng, shape)
         lesions.append(_Lesion(0, shape, site, first=-1, enhancing=[],
-                               chronic_shape=chronic.scaled(1.0, flair=float(frng.uniform(1.25, 1.8))),
+                               chronic_shape=chronic.scaled(1.0, flair=float(frng.uniform(*FLAIR_CHRONIC))),
                                chronic_from=0))
     return lesions, lam
 
