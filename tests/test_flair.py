@@ -400,3 +400,26 @@ def test_a_clearly_flair_bright_clearly_enhancing_candidate_is_kept_at_a_ventric
     assert _reason(dict(f, shell_level=0.9, vessel_piece=True, max_z=cfg.flair_clear_z - 0.5),
                    cfg) == "vessel_piece"
     assert _reason(dict(f, elongation=cfg.max_elongation + 0.5), cfg) == "elongated"
+
+
+def test_a_flair_bright_lesion_merged_with_a_thick_vein_is_split_off_by_a_wider_opening():
+    """A vein thicker than the 1 mm opening stays joined to the lesion it touches: the
+    whole is vessel-shaped and was rejected. Opened again with reopen_mm, the FLAIR-bright
+    core is judged on its own (with a pre-contrast scan and a FLAIR only)."""
+    ball = ("ball", SPOT, 4.0, 1.6)
+    vein = ("tube", (SPOT[0], SPOT[1] + 5.0, SPOT[2]), 1.6, 1.8)
+    post, pre, brain = head(lesions=[ball, vein])
+    fl = flair_like(post, brain, [(SPOT, 4.5, 1.5)])
+    off = detect(post, pre, brain, ClassicalConfig(reopen_mm=0.0), flair=fl)
+    assert count(off, post.affine) == 0
+    assert {c["reason"] for c in off.info["candidates"]} <= {"thin", "elongated", "vessel_piece"}
+    det = detect(post, pre, brain, flair=fl)
+    assert count(det, post.affine) == 1
+    (kept,) = [c for c in det.info["candidates"] if c["reason"] is None]
+    assert np.linalg.norm(np.array(kept["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
+    # the FLAIR decides: without one, or without a correlate, nothing is split off
+    assert count(detect(post, pre, brain), post.affine) == 0
+    assert count(detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.5, 1.05)])),
+                 post.affine) == 0
+    assert count(detect(post, None, brain, flair=fl), post.affine) == count(
+        detect(post, None, brain, ClassicalConfig(reopen_mm=0.0), flair=fl), post.affine)

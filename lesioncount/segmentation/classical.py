@@ -361,8 +361,12 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                          or float(np.median(fl[box][comp])) < cfg.flair_seed_min_ratio):
                 parts = []
                 n_small += 1
+        if fl is not None and pre is not None and cfg.reopen_mm > 0:
+            parts = _reopen(parts, lo, box, fl, post, cfg, lesion_cfg)
+        else:
+            parts = [(p_, None) for p_ in parts]
         parent = None
-        for part in parts:
+        for part, own_parent in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
                 n_small += 1
                 continue
@@ -374,15 +378,41 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
             else:
                 f.update(_shape_features(part, lo, box, ref, brain, post, cfg, f["volume_mm3"]))
                 f["flair_ratio"] = float(np.median(fl[box][part])) if fl is not None else None
-                if cut and parent is None:
-                    v = float(comp.sum() * vox)
-                    parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
-                f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
+                if own_parent is not None:
+                    f["vessel_piece"] = _is_vessel_piece(f, own_parent, cfg)
+                else:
+                    if cut and parent is None:
+                        v = float(comp.sum() * vox)
+                        parent = dict(_geometry(comp, lo, post, v), volume_mm3=v)
+                    f["vessel_piece"] = _is_vessel_piece(f, parent, cfg)
             feats.append(f)
             out[box][part] = len(feats)
     info = dict(info)
     info.update(n_candidates=len(feats), n_small=n_small)
     return z, info, out, feats
+
+
+def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
+    """Large vessel-shaped parts opened again with reopen_mm: the FLAIR-bright thick cores
+    it leaves (a lesion merged with a vessel) are judged on their own, with the part as
+    their parent; other parts stay whole. Returns (mask, parent or None) pairs."""
+    vox = post.voxel_volume
+    out = []
+    for part in parts:
+        v = float(part.sum() * vox)
+        if v >= cfg.reopen_min_mm3:
+            g = _geometry(part, lo, post, v)
+            if g["thickness"] < cfg.min_thickness_ratio or g["elongation"] > cfg.max_elongation:
+                op = ndi.binary_opening(part, structure=_ball(cfg.reopen_mm, post.spacing))
+                sl, sn = components(op, lesion_cfg)
+                sv = component_volumes(sl, vox)
+                cores = [sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3
+                         and float(np.median(fl[box][sl == k])) >= cfg.flair_lesion_ratio]
+                if cores:
+                    out += [(c, dict(g, volume_mm3=v)) for c in cores]
+                    continue
+        out.append((part, None))
+    return out
 
 
 def _hysteresis(low: np.ndarray, seeds: np.ndarray) -> np.ndarray:
