@@ -18,7 +18,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    wrapped in white matter is kept even where it touches a vein or a ventricle, and one
    enhancing more strongly still whatever surrounds it. With a pre-contrast scan too, a
    candidate inside a clear FLAIR lesion, in white matter, is kept whatever its shape
-   (``flair_lesion_ratio``).
+   (``flair_lesion_ratio``), and a large vessel-shaped part is opened again
+   (``reopen_mm``) so that a FLAIR-bright lesion merged with a thick vein is judged alone.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
