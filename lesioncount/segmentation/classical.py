@@ -362,10 +362,7 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
                          or float(np.median(fl[box][comp])) < cfg.flair_seed_min_ratio):
                 parts = []
                 n_small += 1
-        if fl is not None and pre is not None and cfg.reopen_mm > 0:
-            parts = _reopen(parts, lo, box, fl, post, cfg, lesion_cfg)
-        else:
-            parts = [(p_, None) for p_ in parts]
+        parts = _reopen(parts, lo, box, fl if pre is not None else None, post, cfg, lesion_cfg)
         parent = None
         for part, own_parent in parts:
             if part.sum() * vox < lesion_cfg.min_volume_mm3:
@@ -396,19 +393,20 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
 def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
     """Large vessel-shaped parts opened again with reopen_mm: the FLAIR-bright thick cores
     it leaves (a lesion merged with a vessel) are judged on their own, with the part as
-    their parent; other parts stay whole. Returns (mask, parent or None) pairs."""
+    their parent; other parts stay whole. Returns (mask, parent or None) pairs. ``fl``
+    None (no FLAIR, or no pre-contrast scan) or reopen_mm 0: every part stays whole."""
     vox = post.voxel_volume
     out = []
     for part in parts:
         v = float(part.sum() * vox)
-        if v >= cfg.reopen_min_mm3:
+        if fl is not None and cfg.reopen_mm > 0 and v >= cfg.reopen_min_mm3:
             g = _geometry(part, lo, post, v)
             if g["thickness"] < cfg.min_thickness_ratio or g["elongation"] > cfg.max_elongation:
                 op = ndi.binary_opening(part, structure=_ball(cfg.reopen_mm, post.spacing))
                 sl, sn = components(op, lesion_cfg)
                 sv = component_volumes(sl, vox)
-                cores = [sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3
-                         and float(np.median(fl[box][sl == k])) >= cfg.flair_lesion_ratio]
+                big = (sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3)
+                cores = [c for c in big if float(np.median(fl[box][c])) >= cfg.flair_lesion_ratio]
                 if cores:
                     out += [(c, dict(g, volume_mm3=v)) for c in cores]
                     continue
