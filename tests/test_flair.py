@@ -423,3 +423,25 @@ def test_a_flair_bright_lesion_merged_with_a_thick_vein_is_split_off_by_a_wider_
                  post.affine) == 0
     assert count(detect(post, None, brain, flair=fl), post.affine) == count(
         detect(post, None, brain, ClassicalConfig(reopen_mm=0.0), flair=fl), post.affine)
+
+
+def test_every_core_of_a_reopened_vein_is_judged_once_one_is_flair_bright():
+    """The second opening cuts a thick vein into cores. When one core is a clear FLAIR
+    lesion, the others are judged too: a lesion whose own FLAIR stays under
+    flair_lesion_ratio, merged with the same vein, was dropped with the vein (tuning
+    injection 5007, patient07: an 8 mm ring at FLAIR 1.23 beside a 33 mm^3 core at 1.31)."""
+    cfg = ClassicalConfig()
+    faint_fl = (cfg.flair_min_ratio + cfg.flair_lesion_ratio) / 2     # ~1.19: confirms only
+    other = (SPOT[0] + 14.0, SPOT[1] + 9.0, SPOT[2])                  # on the vein's far side
+    ball = ("ball", SPOT, 4.0, 1.6)
+    vein = ("tube", (SPOT[0], SPOT[1] + 5.0, SPOT[2]), 1.6, 1.8)
+    post, pre, brain = head(lesions=[ball, vein, ("ball", other, 2.6, 1.6)])
+    fl = flair_like(post, brain, [(SPOT, 4.5, faint_fl), (other, 3.0, 1.5)])
+    det = detect(post, pre, brain, flair=fl)
+    kept = [c for c in det.info["candidates"] if c["reason"] is None]
+    near = [c for c in kept if np.linalg.norm(np.array(c["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0]
+    assert len(near) == 1 and near[0]["flair_ratio"] < cfg.flair_lesion_ratio
+    # without the bright core the vein is not reopened, and the whole stays vessel-shaped
+    post, pre, brain = head(lesions=[ball, vein])
+    det = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.5, faint_fl)]))
+    assert count(det, post.affine) == 0

@@ -391,9 +391,9 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
 
 
 def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
-    """Large vessel-shaped parts opened again with reopen_mm: the FLAIR-bright thick cores
-    it leaves (a lesion merged with a vessel) are judged on their own, with the part as
-    their parent; other parts stay whole. Returns (mask, parent or None) pairs. ``fl``
+    """Large vessel-shaped parts opened again with reopen_mm: when one of the thick cores
+    it leaves is FLAIR-bright (a lesion merged with a vessel), every core is judged on its
+    own, with the part as its parent; other parts stay whole. Returns (mask, parent or None) pairs. ``fl``
     None (no FLAIR, or no pre-contrast scan) or reopen_mm 0: every part stays whole."""
     vox = post.voxel_volume
     out = []
@@ -405,9 +405,8 @@ def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
                 op = ndi.binary_opening(part, structure=_ball(cfg.reopen_mm, post.spacing))
                 sl, sn = components(op, lesion_cfg)
                 sv = component_volumes(sl, vox)
-                big = (sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3)
-                cores = [c for c in big if float(np.median(fl[box][c])) >= cfg.flair_lesion_ratio]
-                if cores:
+                cores = [sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3]
+                if any(float(np.median(fl[box][c])) >= cfg.flair_lesion_ratio for c in cores):
                     out += [(c, dict(g, volume_mm3=v)) for c in cores]
                     continue
         out.append((part, None))
