@@ -194,6 +194,21 @@ def real_part(args, out: Path) -> dict:
                   f"per injected scan", flush=True)
             for band, (k, n) in res[name][f"injection_{run}"]["by_band"].items():
                 print(f"     {band:24s} {k}/{n}", flush=True)
+    if args.injections:
+        from lesioncount.evaluation import wilson_ci95
+
+        # both patients together: the figure the injected-sensitivity target is read on
+        patients = list(res.values())
+        for run in ("pre_flair", "pre"):
+            found = sum(r[f"injection_{run}"]["found"] for r in patients)
+            total = sum(r[f"injection_{run}"]["injected"] for r in patients)
+            ci = wilson_ci95(found, total)
+            res.setdefault("injection_total", {})[run] = {
+                "found": found, "injected": total, "sensitivity": found / total if total else None,
+                "sensitivity_ci95": ci}
+            if ci:
+                print(f"== injected, {run}, both patients: {found}/{total} found (sensitivity "
+                      f"{found / total:.3f}, 95% CI {ci[0]:.3f}-{ci[1]:.3f}, Wilson)", flush=True)
     return res
 
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from lesioncount.evaluation import evaluate, format_table, write_evaluation
+from lesioncount.evaluation import evaluate, format_table, wilson_ci95, write_evaluation
 from lesioncount.image import Image
 from lesioncount.io import save_image, write_tsv
 
@@ -125,8 +125,12 @@ def test_one_miss_one_false_positive(dirs):
     assert ev["by_acquisition"]["2d3mm"]["sensitivity"] == 0.5
     assert ev["by_acquisition"]["2d3mm"]["false_positives"] == 1
     assert ev["sensitivity_by"]["status"]["new"] == {"detected": 0, "total": 1, "sensitivity": 0.0}
+    lo, hi = les["sensitivity_ci95"]
+    assert lo < 2 / 3 < hi and (lo, hi) == pytest.approx(wilson_ci95(2, 3))
+    assert ev["subjects"]["cumulative_exact_ci95"] == pytest.approx(wilson_ci95(0, 1))
     txt = format_table(ev)
     assert "66.7%" in txt and "vein 1" in txt
+    assert f"sensitivity (95% CI {100 * lo:.0f}-{100 * hi:.0f}%)" in txt
     assert "counted/true (* = not exact): sub-01 2/1 *" in txt
 
 
@@ -200,3 +204,14 @@ def test_endpoint_per_arm_and_ratio_of_the_means():
     # one arm only: no ratio
     one = _subject_figures(t_counts, [dict(t, group="il2") for t in t_subjects], r_subjects, ok)
     assert one["arm_ratio"] is None and one["arms"]["il2"]["subjects"] == 4
+
+
+def test_wilson_interval_of_a_proportion():
+    # Wilson score interval, 95 %: 43 of 48 (the held-out injections) and the edges
+    lo, hi = wilson_ci95(43, 48)
+    assert (lo, hi) == pytest.approx((0.7783, 0.9547), abs=1e-4)
+    lo0, hi0 = wilson_ci95(0, 10)
+    assert lo0 == pytest.approx(0.0, abs=1e-12) and 0.25 < hi0 < 0.35
+    lo1, hi1 = wilson_ci95(10, 10)
+    assert hi1 == pytest.approx(1.0) and 0.65 < lo1 < 0.75
+    assert wilson_ci95(0, 0) is None
