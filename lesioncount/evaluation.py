@@ -36,6 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 
 from .errors import InputError
 from .io import read_tsv, write_json
@@ -99,7 +100,6 @@ def wilson_ci95(k, n):
     """
     if not n:
         return None
-    from scipy.stats import binomtest
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
     return [float(ci.low), float(ci.high)]
 

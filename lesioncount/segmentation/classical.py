@@ -393,8 +393,9 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
 def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
     """Large vessel-shaped parts opened again with reopen_mm: when one of the thick cores
     it leaves is FLAIR-bright (a lesion merged with a vessel), every core is judged on its
-    own, with the part as its parent; other parts stay whole. Returns (mask, parent or None) pairs. ``fl``
-    None (no FLAIR, or no pre-contrast scan) or reopen_mm 0: every part stays whole."""
+    own, with the part as its parent; other parts stay whole. Returns (mask, parent or
+    None) pairs. ``fl`` None (no FLAIR, or no pre-contrast scan) or reopen_mm 0: every
+    part stays whole."""
     vox = post.voxel_volume
     out = []
     for part in parts:
