@@ -445,3 +445,18 @@ def test_every_core_of_a_reopened_vein_is_judged_once_one_is_flair_bright():
     post, pre, brain = head(lesions=[ball, vein])
     det = detect(post, pre, brain, flair=flair_like(post, brain, [(SPOT, 4.5, faint_fl)]))
     assert count(det, post.affine) == 0
+
+
+def test_a_strongly_enhancing_candidate_without_a_flair_correlate_is_kept_from_z_9():
+    """FLAIR between flair_veto_ratio and flair_min_ratio (no correlate, not dark): kept at
+    z 9 and over (tuning: a 5 mm injected ring at z 9.3, FLAIR 1.11, and a baseline lesion
+    at z 9.6; the nearest false candidate peaked at z 8.7)."""
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=60.0, surface_fraction=0.0, contrast=0.8, max_z=9.3, elongation=1.1,
+             flatness=1.1, thickness=0.9, ref_level=1.0, csf_fraction=0.0, shell_level=1.0,
+             flair_ratio=1.09, vessel_piece=False)
+    assert _reason(f, cfg) is None
+    assert _reason(dict(f, max_z=8.7), cfg) == "no_flair"
+    assert _reason(dict(f, flair_ratio=cfg.flair_veto_ratio - 0.02), cfg) == "no_flair"
