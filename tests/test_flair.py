@@ -460,3 +460,23 @@ def test_a_strongly_enhancing_candidate_without_a_flair_correlate_is_kept_from_z
     assert _reason(f, cfg) is None
     assert _reason(dict(f, max_z=8.7), cfg) == "no_flair"
     assert _reason(dict(f, flair_ratio=cfg.flair_veto_ratio - 0.02), cfg) == "no_flair"
+
+
+def test_a_flair_bright_focus_enhancing_by_a_few_percent_over_the_pre_scan_is_not_a_lesion():
+    """A chronic lesion is FLAIR-bright; the pre -> post mapping can leave it a residual of
+    a few % of white matter that reaches seed_z at good SNR (tuning seed 17: 0.084 x WM,
+    z 5.6). Under min_contrast_with_pre it is rejected as faint, and not deferred."""
+    cfg = ClassicalConfig()
+    for value, kept in ((1.08, False), (1.2, True)):
+        post, pre, brain = head(lesions=[("ball", SPOT, 4.0, value)])
+        fl = flair_like(post, brain, [(SPOT, 5.0, 1.4)])
+        det = detect(post, pre, brain, cfg, flair=fl)
+        (cand,) = det.info["candidates"]
+        assert cand["max_z"] > cfg.seed_z  # not a FLAIR-seeded candidate: the old rule passed it
+        assert (cand["contrast"] < cfg.min_contrast_with_pre) is not kept
+        assert count(det, post.affine) == int(kept)
+        assert not det.deferred.any()
+        # the floor is what rejects it
+        off = detect(post, pre, brain, dataclasses.replace(cfg, min_contrast_with_pre=0.0),
+                     flair=fl)
+        assert count(off, post.affine) == 1

@@ -277,6 +277,10 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
     if fr is not None and f["max_z"] < cfg.seed_z and (
             f["contrast"] < cfg.flair_seed_min_contrast or fr < cfg.flair_seed_min_ratio):
         return "faint"
+    # too little enhancement over the pre-contrast scan to be a Gd+ lesion (a chronic
+    # lesion's residual from the pre -> post mapping)
+    if with_pre and f["contrast"] < cfg.min_contrast_with_pre:
+        return "faint"
     return None
 
 
