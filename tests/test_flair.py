@@ -64,7 +64,8 @@ def test_a_candidate_without_flair_correlate_is_rejected_and_one_with_it_kept():
     post, pre, brain = head(lesions=[BALL])
     assert count(detect(post, pre, brain), post.affine) == 1  # the T1 rules alone keep it
     # (the override for strong enhancement off: this ball peaks far above it)
-    flat = detect(post, pre, brain, ClassicalConfig(flair_override_z=1e3),
+    # (and the round-blob rule off: this ball is one; tested on its own below)
+    flat = detect(post, pre, brain, ClassicalConfig(flair_override_z=1e3, round_max_axis_ratio=0),
                   flair=flair_like(post, brain))
     assert count(flat, post.affine) == 0
     assert flat.info["rejected"]["no_flair"] == 1
@@ -87,7 +88,9 @@ def test_a_flair_that_fails_to_confirm_does_not_outweigh_strong_enhancement_but_
     assert kept[0]["max_z"] >= cfg.flair_override_z
     assert cfg.flair_veto_ratio < kept[0]["flair_ratio"] < cfg.flair_min_ratio
     # the same candidate enhancing less than the override needs its FLAIR correlate
-    strict = dataclasses.replace(cfg, flair_override_z=kept[0]["max_z"] + 1)
+    # (or to be a round blob in white matter: that rule off here, tested on its own)
+    strict = dataclasses.replace(cfg, flair_override_z=kept[0]["max_z"] + 1,
+                                 round_max_axis_ratio=0)
     assert count(detect(post, pre, brain, strict, flair=subtle), post.affine) == 0
     # and a FLAIR darker than white matter vetoes it however strongly it enhances
     assert count(detect(post, pre, brain, cfg, flair=dark), post.affine) == 0
@@ -468,6 +471,9 @@ def test_a_strongly_enhancing_candidate_without_a_flair_correlate_is_kept_from_z
              flatness=1.1, thickness=0.9, ref_level=1.0, csf_fraction=0.0, shell_level=1.0,
              flair_ratio=1.09, vessel_piece=False)
     assert _reason(f, cfg) is None
+    # (elongated past the round-blob rule's limit, tested on its own below)
+    f = dict(f, elongation=1.5)
+    assert _reason(f, cfg) is None
     assert _reason(dict(f, max_z=8.7), cfg) == "no_flair"
     assert _reason(dict(f, flair_ratio=cfg.flair_veto_ratio - 0.02), cfg) == "no_flair"
 
@@ -490,3 +496,43 @@ def test_a_flair_bright_focus_enhancing_by_a_few_percent_over_the_pre_scan_is_no
         off = detect(post, pre, brain, dataclasses.replace(cfg, min_contrast_with_pre=0.0),
                      flair=fl)
         assert count(off, post.affine) == 1
+
+
+def test_a_round_clearly_enhancing_blob_in_white_matter_is_kept_without_a_flair_correlate():
+    """Tuning injections: five lesions with a faint FLAIR correlate (1.02-1.11), round
+    (elongation <= 1.16, flatness <= 1.11), in deep white matter and enhancing by
+    0.30-0.37 x WM were lost to no_flair; the look-alikes that passed every other rule
+    were elongated, flat, FLAIR-dark or fainter (phantom: 0.22-0.27)."""
+    from lesioncount.segmentation.classical import _reason
+
+    cfg = ClassicalConfig()
+    f = dict(volume_mm3=63.0, surface_fraction=0.0, contrast=0.37, max_z=6.7, elongation=1.04,
+             flatness=1.11, thickness=0.91, ref_level=1.0, csf_fraction=0.0, shell_level=1.01,
+             flair_ratio=1.05, vessel_piece=False)
+    assert f["max_z"] < cfg.flair_override_z  # the premise: the z 9 override does not apply
+    assert _reason(f, cfg) is None
+    # each condition on its own makes it a no_flair rejection again
+    for change in (dict(elongation=1.45), dict(flatness=1.45), dict(shell_level=0.85),
+                   dict(csf_fraction=0.1), dict(contrast=0.25), dict(max_z=4.9),
+                   dict(flair_ratio=cfg.flair_veto_ratio - 0.05)):
+        assert _reason(dict(f, **change), cfg) == "no_flair", change
+    # measured against white matter (no pre-contrast scan), a T1-bright blob is not enough
+    assert _reason(f, cfg, with_pre=False) == "no_flair"
+    assert _reason(f, dataclasses.replace(cfg, round_max_axis_ratio=0)) == "no_flair"
+
+
+def test_the_round_blob_rule_keeps_a_ball_but_not_a_vein_with_the_same_flair():
+    """End to end: a 4 mm ball and a tube of the same enhancement, both with a faint FLAIR
+    correlate (1.06) and under the z 9 override: the ball is kept, the tube is not."""
+    cfg = ClassicalConfig(flair_override_z=1e3)
+    post, pre, brain = head(lesions=[BALL])
+    det = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 5.0, 1.06)]))
+    (cand,) = det.info["candidates"]
+    assert cand["flair_ratio"] < cfg.flair_min_ratio  # the premise: no FLAIR confirmation
+    assert count(det, post.affine) == 1
+    off = detect(post, pre, brain, dataclasses.replace(cfg, round_max_axis_ratio=0),
+                 flair=flair_like(post, brain, [(SPOT, 5.0, 1.06)]))
+    assert count(off, post.affine) == 0
+    post, pre, brain = head(lesions=[("tube", SPOT, 1.5, 1.6)])
+    tube = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 25.0, 1.06)]))
+    assert count(tube, post.affine) == 0

@@ -16,7 +16,9 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    not; active lesions are) unless strongly enhancing and not FLAIR-dark, and seeded from a
    lower threshold where FLAIR is hyperintense. A FLAIR-bright, strongly enhancing candidate
    wrapped in white matter is kept even where it touches a vein or a ventricle, and one
-   enhancing more strongly still whatever surrounds it. With a pre-contrast scan too, a
+   enhancing more strongly still whatever surrounds it. With a pre-contrast scan, a round,
+   clearly enhancing blob wrapped in white matter is kept without a FLAIR correlate
+   (``round_*``) unless its FLAIR is dark. With a pre-contrast scan too, a
    candidate inside a clear FLAIR lesion, in white matter, is kept whatever its shape
    (``flair_lesion_ratio``), and a large vessel-shaped part is opened again
    (``reopen_mm``) so that a FLAIR-bright lesion merged with a thick vein is judged alone.
@@ -228,6 +230,18 @@ def _cheap_reason(f: dict, cfg: ClassicalConfig) -> str | None:
     return None
 
 
+def _round_in_wm(f: dict, cfg: ClassicalConfig) -> bool:
+    """A round, clearly enhancing blob wrapped in white matter (ClassicalConfig.round_*):
+    an active lesion even without a FLAIR correlate (see there)."""
+    return bool(cfg.round_max_axis_ratio > 0
+                and f["elongation"] <= cfg.round_max_axis_ratio
+                and f["flatness"] <= cfg.round_max_axis_ratio
+                and f["shell_level"] >= cfg.round_min_shell
+                and f["csf_fraction"] <= cfg.round_max_csf
+                and f["contrast"] >= cfg.round_min_contrast
+                and f["max_z"] >= cfg.seed_z)
+
+
 def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
     """Why candidate ``f`` is rejected (one of REASONS), None when kept. ``with_pre``: its
     enhancement was measured against a pre-contrast scan."""
@@ -270,7 +284,8 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
     # confirm does not outweigh strong enhancement
     if fr is not None and fr < cfg.flair_min_ratio and (
-            fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z):
+            fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z) and not (
+            with_pre and fr >= cfg.flair_veto_ratio and _round_in_wm(f, cfg)):
         return "no_flair"
     # seeded by the FLAIR alone (peak under seed_z): it must enhance visibly and lie in a
     # clear FLAIR lesion, not at the edge of the FLAIR threshold that seeded it
