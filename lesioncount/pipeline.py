@@ -37,7 +37,7 @@ from .io import (atomic_path, file_sha256, load_image, remove_partial_files, sav
 from .lesions import label_lesions, measure, relabel_sequential
 from .outputs import SessionPaths, write_description, write_tables
 from .segmentation.normalise import coarse_factor
-from .stability import Visit, stable_foci, transient_foci
+from .stability import Visit, merge_stable_splits, stable_foci, transient_foci
 
 log = logging.getLogger(__name__)
 
@@ -480,6 +480,14 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
                                 interpolation="nearest").array)
 
     tracked = track(on_grid, grid.spacing, cfg.tracking, cfg.lesion)
+    # a part tracking split off a persistent lesion as new, at a place that enhances on
+    # many visits, is a vessel the lesion touches: given back to the lesion, not counted
+    tracked, merged = merge_stable_splits(tracked, [s.session for s in sessions],
+                                          [v for _, v in visits], grid, cfg.tracking)
+    for key, n in merged.items():
+        log.info("%s %s: %d part(s) split off a persistent lesion enhance on >= %d visits: "
+                 "given back to it, not counted as new", subject.subject, key, n,
+                 cfg.tracking.stable_min_sessions)
 
     cumulative = 0
     for s, tr in zip(sessions, tracked):
@@ -526,7 +534,7 @@ def track_subject(subject: Subject, sidecars: dict[str, dict | None], cfg: Pipel
             "cumulative_new_gd": cumulative, "persistent_gd_count": n_pers,
             "status": "ok", "pre_used": side.get("pre_used"),
             "registration_quality": q.get("quality"), "detector": side.get("detector"),
-            "stable_excluded": len(stable.get(s.session, [])),
+            "stable_excluded": len(stable.get(s.session, [])) + merged.get(s.session, 0),
             "transient_kept": len(rescued.get(s.session, [])),
         })
     base_count = res.counts[0]["gd_count"]

@@ -22,6 +22,10 @@ normal enhancing structure (a lesion touching a vein, a juxtacortical lesion hal
 cortex, an active lesion with a faint FLAIR correlate; the detector's ``deferred`` mask)
 is kept when its place enhances on only one or two visits. A reader does the same:
 something bright that was not there last month and is gone next month is a lesion.
+
+:func:`merge_stable_splits` applies the stability test to what tracking makes: the part of
+a component that lies outside last visit's lesion is counted as a new lesion touching the
+old one, unless that place enhances on many visits (a vessel the lesion touches).
 """
 from __future__ import annotations
 
@@ -116,14 +120,32 @@ def stable_foci(visits: list[Visit], cfg: TrackingConfig = TrackingConfig()) -> 
         return out
     for i, v in enumerate(visits):
         for k, _, pts in _foci(v, v.labels):
-            days = _enhanced_days(pts, with_map, cfg)
-            if len(days) < cfg.stable_min_sessions:
-                continue
-            known = [d for d in days if d is not None]
-            if len(known) == len(days) and max(known) - min(known) < cfg.stable_min_days:
-                continue
-            out[i].append(k)
+            if _is_stable(pts, with_map, cfg):
+                out[i].append(k)
     return out
+
+
+def _is_stable(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> bool:
+    days = _enhanced_days(pts, with_map, cfg)
+    if len(days) < cfg.stable_min_sessions:
+        return False
+    known = [d for d in days if d is not None]
+    return not (len(known) == len(days) and max(known) - min(known) < cfg.stable_min_days)
+
+
+def stable_places(places: list[np.ndarray], visits: list[Visit],
+                  cfg: TrackingConfig = TrackingConfig()) -> list[bool]:
+    """Whether each place (world points in baseline space, e.g. the voxels of a lesion on
+    the tracking grid) enhances on many visits, by the test of :func:`stable_foci`.
+
+    For what tracking makes rather than what the detector found: a component that joins a
+    lesion to a vessel passes :func:`stable_foci` as a whole (the lesion part comes and
+    goes), and tracking splits its vessel part off as a new lesion touching the old one.
+    """
+    with_map = _with_maps(visits)
+    if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
+        return [False for _ in places]
+    return [bool(len(p)) and _is_stable(np.asarray(p, float), with_map, cfg) for p in places]
 
 
 def transient_foci(visits: list[Visit], deferred: list[Image | None],
@@ -167,3 +189,26 @@ def transient_foci(visits: list[Visit], deferred: list[Image | None],
             if peak >= cfg.transient_min_z or quiet:
                 out[i].append(k)
     return out
+
+
+def merge_stable_splits(tracked: list, keys: list, visits: list[Visit], grid: Image,
+                        cfg: TrackingConfig = TrackingConfig()) -> tuple[list, dict]:
+    """Tracked sessions (:func:`lesioncount.tracking.track` on ``grid``, in baseline space)
+    with every part split off a persistent lesion (``TrackedLesion.split_from``) whose place
+    is stable (:func:`stable_places`) given back to that lesion; and, per session key
+    (``keys`` names the tracked sessions in order), how many parts were given back.
+    """
+    from .tracking import merge_split
+
+    out, merged = [], {}
+    for key, tr in zip(keys, tracked):
+        splits = [] if tr is None else [les.label for les in tr.lesions
+                                        if les.split_from is not None]
+        if splits:
+            places = [grid.world(np.argwhere(tr.labels == q)) for q in splits]
+            stable = [q for q, st in zip(splits, stable_places(places, visits, cfg)) if st]
+            if stable:
+                tr = merge_split(tr, stable)
+                merged[key] = len(stable)
+        out.append(tr)
+    return out, merged

@@ -17,7 +17,9 @@ Two refinements that readers apply and a plain overlap test misses:
 - *a new lesion touching an old one*: when a component overlaps an earlier lesion
   but a thick part of it (at least ``min_new_part_mm3`` after a one-voxel opening)
   lies outside every earlier lesion, that part is split off as a separate new
-  lesion. A lesion that merely grew leaves a thin rim, which the opening removes.
+  lesion (``TrackedLesion.split_from``; :func:`merge_split` gives it back, e.g. when
+  the part is a vessel that enhances on every visit). A lesion that merely grew leaves
+  a thin rim, which the opening removes.
 
 Merges (two earlier lesions now one component) are one persistent lesion on the
 track it overlaps most; splits (one earlier lesion now two components) are two
@@ -42,6 +44,8 @@ class TrackedLesion:
     track: int
     status: str
     matched: tuple[int, ...]  # labels of the reference session(s) it overlaps
+    # a new part split off a persistent component: the label of that persistent lesion
+    split_from: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,6 +190,7 @@ def track(
             parts = ndi.binary_opening(outside, structure=opening) if outside.any() else outside
             part_lab, n_parts = components(parts, lesion_cfg)
             persistent_vox = comp.copy()
+            split_labels = []
             for q in range(1, n_parts + 1):
                 part = part_lab == q
                 if part.sum() * voxel_volume < cfg.min_new_part_mm3:
@@ -193,11 +198,13 @@ def track(
                 persistent_vox &= ~part
                 ntr, next_track = next_track, next_track + 1
                 new_labels[sl][part] = next_label
-                lesions.append(TrackedLesion(next_label, ntr, NEW, ()))
+                split_labels.append(next_label)
                 mapping[next_label] = ntr
                 used_tracks.add(ntr)
                 next_label += 1
             new_labels[sl][persistent_vox] = next_label
+            lesions += [TrackedLesion(q, mapping[q], NEW, (), split_from=next_label)
+                        for q in split_labels]
             lesions.append(TrackedLesion(next_label, tr, PERSISTENT, tuple(int(m) for m in matched)))
             mapping[next_label] = tr
             next_label += 1
@@ -206,6 +213,19 @@ def track(
         track_of.append(mapping)
         history.append((k, new_labels))
     return out
+
+
+def merge_split(session: TrackedSession, labels: list[int]) -> TrackedSession:
+    """``session`` with the split-off new parts ``labels`` given back to the persistent
+    lesions they were split from (one lesion again, on the persistent track)."""
+    if not labels:
+        return session
+    by_label = {les.label: les for les in session.lesions}
+    out = session.labels.copy()
+    for q in labels:
+        out[session.labels == q] = by_label[q].split_from
+    return TrackedSession(out, tuple(les for les in session.lesions if les.label not in labels),
+                          session.reference)
 
 
 def _earlier_track(comp, sl, history, track_of, k, spacing, cfg) -> int | None:

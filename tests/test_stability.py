@@ -7,7 +7,7 @@ import pytest
 from lesioncount.config import TrackingConfig
 from lesioncount.image import Image
 from lesioncount.registration import rigid_transform
-from lesioncount.stability import Visit, stable_foci, transient_foci
+from lesioncount.stability import Visit, merge_stable_splits, stable_foci, transient_foci
 
 AFF = np.diag([1.0, 1.0, 3.0, 1.0])
 SHAPE = (40, 40, 14)
@@ -230,3 +230,43 @@ def test_a_faint_deferred_lesion_is_kept_only_where_its_place_is_quiet_on_the_ot
                           TrackingConfig(transient_min_z=6.0))[2] == [2]
     # the quiet floor itself
     assert transient_foci(quiet, d, TrackingConfig(transient_quiet_min_z=7.0))[2] == []
+
+
+@pytest.mark.parametrize("vein_on_every_visit", [True, False])
+def test_a_part_split_off_a_persistent_lesion_is_given_back_when_its_place_always_enhances(
+        vein_on_every_visit):
+    """Tuning seed 17: a persistent lesion and the falx it touched were one component at one
+    visit; tracking split the falx part off as a new lesion. Where that part enhances on
+    every visit it is given back to the lesion; where it enhances on this visit only (a new
+    lesion touching an old one) it stays new."""
+    from lesioncount.tracking import NEW, PERSISTENT, track
+
+    days = [0, 28, 56, 84, 112, 140]
+    rng = np.random.default_rng(3)
+    old, part = _ball(LESION, 3.5), _ball((28, 19, 8), 3.5)  # touching along j
+    assert not (old & part).any() and (old | part).sum() > old.sum()
+    labels, visits = [], []
+    for i, d in enumerate(days):
+        z = rng.normal(0, 1, SHAPE).astype(np.float32)
+        z[old] += 12.0 if i in (1, 2) else 0.0
+        if vein_on_every_visit or i == 2:
+            z[part] += 8.0
+        lab = np.zeros(SHAPE, np.int32)
+        if i == 1:
+            lab[old] = 1
+        if i == 2:
+            lab[old | part] = 1  # one component: the lesion joined by the part
+        labels.append(lab)
+        visits.append(Visit(Image(lab, AFF), Image(z, AFF), None, d))
+    tracked = track(labels, (1.0, 1.0, 3.0))
+    assert sorted(x.status for x in tracked[2].lesions) == [NEW, PERSISTENT]  # the premise
+    grid = Image(np.zeros(SHAPE, np.uint8), AFF)  # the tracking grid is the visits' here
+    out, merged = merge_stable_splits(tracked, [f"v{i}" for i in range(6)], visits, grid)
+    if vein_on_every_visit:
+        assert merged == {"v2": 1}
+        assert [x.status for x in out[2].lesions] == [PERSISTENT]
+        assert np.array_equal(out[2].labels > 0, old | part)
+    else:
+        assert merged == {}
+        assert out[2] is tracked[2]
+    assert all(a is b for k, (a, b) in enumerate(zip(out, tracked)) if k != 2)

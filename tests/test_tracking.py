@@ -87,6 +87,15 @@ def test_new_lesion_touching_an_old_one_is_split_off_and_counted_new():
     assert statuses(out[1]) == [NEW, PERSISTENT]
     new = [x for x in out[1].lesions if x.status == NEW][0]
     assert (out[1].labels == new.label).sum() > 100  # the touching ball, not a rim
+    # the part knows which lesion it was split from, and can be given back to it
+    (pers,) = [x for x in out[1].lesions if x.status == PERSISTENT]
+    assert new.split_from == pers.label
+    from lesioncount.tracking import merge_split
+    back = merge_split(out[1], [new.label])
+    assert statuses(back) == [PERSISTENT] and back.count(NEW) == 0
+    assert np.array_equal(back.labels > 0, out[1].labels > 0)  # no voxel lost
+    assert set(np.unique(back.labels)) == {0, pers.label}
+    assert merge_split(out[1], []) is out[1]
 
 
 def test_a_grown_lesion_is_persistent_not_new():
