@@ -133,21 +133,6 @@ def _is_stable(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) -> b
     return not (len(known) == len(days) and max(known) - min(known) < cfg.stable_min_days)
 
 
-def stable_places(places: list[np.ndarray], visits: list[Visit],
-                  cfg: TrackingConfig = TrackingConfig()) -> list[bool]:
-    """Whether each place (world points in baseline space, e.g. the voxels of a lesion on
-    the tracking grid) enhances on many visits, by the test of :func:`stable_foci`.
-
-    For what tracking makes rather than what the detector found: a component that joins a
-    lesion to a vessel passes :func:`stable_foci` as a whole (the lesion part comes and
-    goes), and tracking splits its vessel part off as a new lesion touching the old one.
-    """
-    with_map = _with_maps(visits)
-    if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
-        return [False for _ in places]
-    return [bool(len(p)) and _is_stable(np.asarray(p, float), with_map, cfg) for p in places]
-
-
 def transient_foci(visits: list[Visit], deferred: list[Image | None],
                    cfg: TrackingConfig = TrackingConfig()) -> list[list[int]]:
     """Labels, per visit, of deferred candidates whose enhancement comes and goes.
@@ -195,18 +180,23 @@ def merge_stable_splits(tracked: list, keys: list, visits: list[Visit], grid: Im
                         cfg: TrackingConfig = TrackingConfig()) -> tuple[list, dict]:
     """Tracked sessions (:func:`lesioncount.tracking.track` on ``grid``, in baseline space)
     with every part split off a persistent lesion (``TrackedLesion.split_from``) whose place
-    is stable (:func:`stable_places`) given back to that lesion; and, per session key
-    (``keys`` names the tracked sessions in order), how many parts were given back.
+    is stable (the test of :func:`stable_foci`, which a component joining a lesion to a
+    vessel passes as a whole, as the lesion part comes and goes) given back to that lesion;
+    and, per session key (``keys`` names the tracked sessions in order), how many parts
+    were given back.
     """
     from .tracking import merge_split
 
     out, merged = [], {}
+    with_map = _with_maps(visits)
+    if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
+        return list(tracked), merged
     for key, tr in zip(keys, tracked):
         splits = [] if tr is None else [les.label for les in tr.lesions
                                         if les.split_from is not None]
         if splits:
-            places = [grid.world(np.argwhere(tr.labels == q)) for q in splits]
-            stable = [q for q, st in zip(splits, stable_places(places, visits, cfg)) if st]
+            stable = [q for q in splits
+                      if _is_stable(grid.world(np.argwhere(tr.labels == q)), with_map, cfg)]
             if stable:
                 tr = merge_split(tr, stable)
                 merged[key] = len(stable)
