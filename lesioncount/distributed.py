@@ -36,8 +36,9 @@ from pathlib import Path
 from .config import PipelineConfig
 from .dataset import Session, Study, Subject, discover
 from .io import remove_partial_files
+from .longitudinal import SubjectResult
 from .outputs import write_description, write_tables
-from .pipeline import StudyResult, SubjectResult, _error_row, session_task, track_task
+from .pipeline import StudyResult, _error_row, session_task, track_task
 
 log = logging.getLogger(__name__)
 

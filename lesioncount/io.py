@@ -97,6 +97,21 @@ def load_image(path: str | os.PathLike, *, dtype=np.float32) -> Image:
     return Image(np.ascontiguousarray(data.astype(dtype, copy=False)), affine)
 
 
+def read_map(path: str | os.PathLike, dtype=np.float32) -> Image:
+    """One of lesioncount's own intermediate maps (no input checks: unlike an input scan it
+    may be constant, e.g. a mask with no lesion). Masks are read as ``np.uint8``: a quarter
+    of the float map's memory."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return Image(np.asarray(img.dataobj, dtype=dtype), np.asarray(img.affine, float))
+
+
+def read_mask(path: str | os.PathLike) -> Image | None:
+    """One of lesioncount's own binary masks as uint8, None if absent."""
+    return read_map(path, np.uint8) if Path(path).exists() else None
+
+
 def _short(e: BaseException) -> str:
     s = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return s[:160]

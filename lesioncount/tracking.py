@@ -1,7 +1,7 @@
 """Matching lesions across visits on a common grid in baseline space.
 
 :func:`track` takes each session's lesion labels already resampled onto one grid
-(baseline space, see :mod:`lesioncount.pipeline`) and decides, per lesion, its
+(baseline space, see :mod:`lesioncount.longitudinal`) and decides, per lesion, its
 ``status`` and its ``track`` (the same id for the same lesion across sessions).
 
 The default convention (output contract): a Gd+ lesion at session k is **new**

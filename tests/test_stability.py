@@ -139,7 +139,8 @@ def test_track_subject_counts_a_transient_deferred_lesion_as_new(tmp_path):
     from lesioncount.dataset import Session, Subject
     from lesioncount.io import save_image
     from lesioncount.outputs import SessionPaths
-    from lesioncount.pipeline import _save_transform, track_subject
+    from lesioncount.longitudinal import track_subject
+    from lesioncount.pipeline import _save_transform
 
     rng = np.random.default_rng(1)
     sessions, sidecars = [], {}
