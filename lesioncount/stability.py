@@ -183,22 +183,27 @@ def merge_stable_splits(tracked: list, keys: list, visits: list[Visit], grid: Im
     is stable (the test of :func:`stable_foci`, which a component joining a lesion to a
     vessel passes as a whole, as the lesion part comes and goes) given back to that lesion;
     and, per session key (``keys`` names the tracked sessions in order), how many parts
-    were given back.
+    were given back. A later visit's lesion that tracking matched to a part given back is
+    put on the lesion's track (:func:`lesioncount.tracking.rename_tracks`).
     """
-    from .tracking import merge_split
+    from .tracking import merge_split, rename_tracks
 
     out, merged = [], {}
     with_map = _with_maps(visits)
     if cfg.stable_min_sessions <= 0 or len(with_map) < cfg.stable_min_sessions:
         return list(tracked), merged
+    renamed: dict[int, int] = {}  # track of a part given back -> its lesion's track
     for key, tr in zip(keys, tracked):
-        splits = [] if tr is None else [les.label for les in tr.lesions
-                                        if les.split_from is not None]
+        if tr is not None and renamed:
+            tr = rename_tracks(tr, renamed)
+        splits = [] if tr is None else [les for les in tr.lesions if les.split_from is not None]
         if splits:
-            stable = [q for q in splits
-                      if _is_stable(grid.world(np.argwhere(tr.labels == q)), with_map, cfg)]
+            stable = [les for les in splits
+                      if _is_stable(grid.world(np.argwhere(tr.labels == les.label)), with_map, cfg)]
             if stable:
-                tr = merge_split(tr, stable)
+                track_of = {les.label: les.track for les in tr.lesions}
+                renamed.update({les.track: track_of[les.split_from] for les in stable})
+                tr = merge_split(tr, [les.label for les in stable])
                 merged[key] = len(stable)
         out.append(tr)
     return out, merged

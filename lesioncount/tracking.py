@@ -27,7 +27,7 @@ persistent lesions, the larger on the earlier track, the other on a fresh track.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -226,6 +226,20 @@ def merge_split(session: TrackedSession, labels: list[int]) -> TrackedSession:
         out[session.labels == q] = by_label[q].split_from
     return TrackedSession(out, tuple(les for les in session.lesions if les.label not in labels),
                           session.reference)
+
+
+def rename_tracks(session: TrackedSession, renamed: dict[int, int]) -> TrackedSession:
+    """``session`` with each lesion on a track of ``renamed`` moved to the track it maps to
+    (after :func:`merge_split`: a later visit's lesion matched to a part given back carries
+    the lesion's track, not the part's now unused one). A lesion stays on its track when
+    the target is already in the session (two lesions there, one track each)."""
+    used = {les.track for les in session.lesions}
+    moved = tuple(replace(les, track=renamed[les.track])
+                  if les.track in renamed and renamed[les.track] not in used else les
+                  for les in session.lesions)
+    if all(a is b for a, b in zip(moved, session.lesions)):
+        return session
+    return TrackedSession(session.labels, moved, session.reference)
 
 
 def _earlier_track(comp, sl, history, track_of, k, spacing, cfg) -> int | None:

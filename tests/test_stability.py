@@ -257,17 +257,25 @@ def test_a_part_split_off_a_persistent_lesion_is_given_back_when_its_place_alway
             lab[old] = 1
         if i == 2:
             lab[old | part] = 1  # one component: the lesion joined by the part
+        if i == 3 and vein_on_every_visit:
+            lab[part] = 1  # the part alone on the next visit (the lesion has faded)
         labels.append(lab)
         visits.append(Visit(Image(lab, AFF), Image(z, AFF), None, d))
     tracked = track(labels, (1.0, 1.0, 3.0))
     assert sorted(x.status for x in tracked[2].lesions) == [NEW, PERSISTENT]  # the premise
     grid = Image(np.zeros(SHAPE, np.uint8), AFF)  # the tracking grid is the visits' here
     out, merged = merge_stable_splits(tracked, [f"v{i}" for i in range(6)], visits, grid)
+    lesion_track = tracked[1].lesions[0].track
     if vein_on_every_visit:
         assert merged == {"v2": 1}
-        assert [x.status for x in out[2].lesions] == [PERSISTENT]
+        assert [(x.track, x.status) for x in out[2].lesions] == [(lesion_track, PERSISTENT)]
         assert np.array_equal(out[2].labels > 0, old | part)
+        # the part alone at the next visit was matched to the part's track; it now carries
+        # the lesion's (the part's own track is used nowhere any more)
+        assert [x.track for x in tracked[3].lesions] != [lesion_track]  # the premise
+        assert [(x.track, x.status) for x in out[3].lesions] == [(lesion_track, PERSISTENT)]
+        assert np.array_equal(out[3].labels, tracked[3].labels)
     else:
         assert merged == {}
-        assert out[2] is tracked[2]
-    assert all(a is b for k, (a, b) in enumerate(zip(out, tracked)) if k != 2)
+        assert out[2] is tracked[2] and out[3] is tracked[3]
+    assert all(a is b for k, (a, b) in enumerate(zip(out, tracked)) if k not in (2, 3))
