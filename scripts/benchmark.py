@@ -46,15 +46,27 @@ def run_cli(args: list[str]) -> tuple[int, float, float]:
     return rc, time.perf_counter() - t0, max(peak_kb, before) / 1024 ** 2
 
 
+# issue 2's target: registration and detection of a session in under this
+SESSION_TARGET_S = 30.0
+
+
 def session_seconds(out: Path) -> dict:
-    secs = []
+    """Seconds per session from the sidecars (a cached session keeps its first run's): mean,
+    max, how many over the target, and the mean of each stage (brain_mask, register_*,
+    detect), so a slow run says where the time went."""
+    secs, stages = [], {}
     for side in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json"):
         s = json.loads(side.read_text())
         if s.get("status") == "ok":
             secs.append(s["seconds"]["total"])
+            for k, v in s["seconds"].items():
+                if k != "total":
+                    stages.setdefault(k, []).append(v)
     if not secs:
         return {}
-    return {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs)}
+    return {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs),
+            "over_target": int(sum(t > SESSION_TARGET_S for t in secs)),
+            "stage_mean": {k: float(np.mean(v)) for k, v in sorted(stages.items())}}
 
 
 # The study's runs: which of a session's scans the pipeline may use.
@@ -83,10 +95,15 @@ def study_part(args, out: Path) -> dict:
             cmd += ["--workers", str(args.workers)]
         rc, secs, peak = run_cli(cmd)
         ev = evaluate(dest, study / "derivatives" / "truth")
+        per = session_seconds(dest)
         print(f"\n== phantom study, {name}: exit {rc}, {secs:.0f} s wall, peak RSS {peak:.2f} GB")
+        if per:
+            print(f"per session: {per['mean']:.1f} s mean, {per['max']:.1f} s max, "
+                  f"{per['over_target']} of {per['n']} over {SESSION_TARGET_S:.0f} s (stages, mean: "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in per["stage_mean"].items()) + ")")
         print(format_table(ev), flush=True)
         res[name] = {"exit_code": rc, "wall_seconds": secs, "peak_rss_gb": peak,
-                     "session_seconds": session_seconds(dest), "evaluation": ev}
+                     "session_seconds": per, "evaluation": ev}
     return res
 
 

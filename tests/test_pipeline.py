@@ -117,3 +117,23 @@ def test_rerun_skips_every_unchanged_session(run):
     assert main(["run", str(study), "--out", str(out), "--quiet"]) == 0
     after = {p: p.stat().st_mtime_ns for p in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json")}
     assert before == after  # sidecars untouched: nothing recomputed
+
+
+def test_the_benchmark_reads_each_sessions_time_and_its_stages(run):
+    """scripts/benchmark.py reports time per session from the sidecars: mean, max, how many
+    sessions miss the 30 s target and where the time went (each stage's mean)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, out, _ = run
+    per = bench.session_seconds(out)
+    totals = [json.loads(p.read_text())["seconds"]["total"]
+              for p in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json")]
+    assert per["n"] == len(totals) == 6
+    assert per["max"] == max(totals) and abs(per["mean"] - sum(totals) / 6) < 1e-9
+    assert per["over_target"] == sum(t > bench.SESSION_TARGET_S for t in totals)
+    assert {"brain_mask", "detect", "register_pre", "register_baseline"} <= set(per["stage_mean"])
+    assert all(0 <= v <= per["max"] for v in per["stage_mean"].values())  # parts of a session
