@@ -234,12 +234,16 @@ def rename_tracks(session: TrackedSession, renamed: dict[int, int]) -> TrackedSe
     the lesion's track, not the part's now unused one). A lesion stays on its track when
     the target is already in the session (two lesions there, one track each)."""
     used = {les.track for les in session.lesions}
-    moved = tuple(replace(les, track=renamed[les.track])
-                  if les.track in renamed and renamed[les.track] not in used else les
-                  for les in session.lesions)
+    moved = []
+    for les in session.lesions:
+        target = renamed.get(les.track)
+        if target is not None and target not in used:
+            used.add(target)  # two parts of one lesion seen again: only one takes its track
+            les = replace(les, track=target)
+        moved.append(les)
     if all(a is b for a, b in zip(moved, session.lesions)):
         return session
-    return TrackedSession(session.labels, moved, session.reference)
+    return TrackedSession(session.labels, tuple(moved), session.reference)
 
 
 def _earlier_track(comp, sl, history, track_of, k, spacing, cfg) -> int | None:
