@@ -17,7 +17,8 @@ and the ``*_ce-gadolinium_desc-lesions_dseg.nii.gz`` label maps) and a phantom's
 - status: of matched true lesions, how often the best-overlapping detection has the
   same status (baseline / new / persistent).
 - the lesion-wise figures split by acquisition (``3d1mm`` / ``2d3mm``), whole head and
-  pre-contrast availability; sensitivity by lesion kind, size, contrast and site; false
+  pre-contrast availability, and the per-subject figures (cumulative exactness,
+  eligibility) by the subject's acquisition and whole-head flag; sensitivity by lesion kind, size, contrast and site; false
   positives by what they lie on (vein, sinus/falx, choroid plexus, dura, chronic lesion).
 - 95 % intervals (Wilson score, :func:`wilson_ci95`) of the lesion-wise sensitivity and
   precision, of the fraction of subjects with an exact cumulative count and of the
@@ -343,36 +344,57 @@ def _classify_fps(truth_root: Path, sub, ses, res_lab, unmatched, fp_on):
         fp_on[where] += 1
 
 
+def _subject_kind(sessions: list[dict], key: str) -> str:
+    """A subject's acquisition (or whole-head flag) from its sessions' truth rows: the one
+    value they share, ``mixed`` when they differ, ``?`` when the truth does not say."""
+    vals = {r.get(key) or "?" for r in sessions}
+    return vals.pop() if len(vals) == 1 else "mixed"
+
+
+def _subject_summary(rows: list[dict]) -> dict:
+    """Cumulative-new exactness and eligibility agreement over some subjects' rows."""
+    cum_err = [r["cumulative_new_gd"] - r["true_cumulative_new"] for r in rows
+               if r["complete"] and r["cumulative_new_gd"] is not None]
+    elig = [r["eligible"] == r["true_eligible"] for r in rows
+            if r["baseline_ok"] and r["eligible"] is not None]
+    return {"complete": len(cum_err),
+            "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
+            "cumulative_fraction_exact": _exact(cum_err),
+            "cumulative_exact_ci95": wilson_ci95(sum(e == 0 for e in cum_err), len(cum_err)),
+            "eligibility_agreement": _ratio(sum(elig), len(elig)), "eligibility_evaluated": len(elig),
+            "eligibility_ci95": wilson_ci95(sum(elig), len(elig))}
+
+
 def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
+    """Per-subject figures (cumulative new count, eligibility), overall, per arm and split
+    by the subject's acquisition and whole-head flag (issue 2: each figure per acquisition
+    type; a phantom subject keeps one acquisition over its visits)."""
     sessions_of = defaultdict(list)
     for r in t_counts:
-        sessions_of[r["subject"]].append(r["session"])
-    cum_err, elig_agree, elig_n, rows = [], 0, 0, []
+        sessions_of[r["subject"]].append(r)
+    rows = []
     for ts in t_subjects:
         sub = ts["subject"]
         rs = r_subjects.get(sub)
-        sess = sessions_of.get(sub, [])
-        complete = bool(sess) and all((sub, s) in ok_sessions for s in sess)
-        base_ok = bool(sess) and (sub, sess[0]) in ok_sessions
-        row = {"subject": sub, "group": ts.get("group") or None, "complete": complete,
+        sess = [r["session"] for r in sessions_of.get(sub, [])]
+        row = {"subject": sub, "group": ts.get("group") or None,
+               "acquisition": _subject_kind(sessions_of.get(sub, []), "acquisition"),
+               "whole_head": _subject_kind(sessions_of.get(sub, []), "whole_head"),
+               "complete": bool(sess) and all((sub, s) in ok_sessions for s in sess),
+               "baseline_ok": bool(sess) and (sub, sess[0]) in ok_sessions,
                "true_cumulative_new": _int(ts["cumulative_new_gd"]),
                "cumulative_new_gd": None, "true_eligible": _bool(ts["eligible"]), "eligible": None}
         if rs is not None:
             row["cumulative_new_gd"] = _int(rs.get("cumulative_new_gd"))
             row["eligible"] = _bool(rs.get("eligible"))
-        if complete and row["cumulative_new_gd"] is not None:
-            cum_err.append(row["cumulative_new_gd"] - row["true_cumulative_new"])
-        if base_ok and row["eligible"] is not None:
-            elig_n += 1
-            elig_agree += row["eligible"] == row["true_eligible"]
         rows.append(row)
-    return {"subjects": len(t_subjects), "complete": len(cum_err),
-            "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
-            "cumulative_fraction_exact": _exact(cum_err),
-            "cumulative_exact_ci95": wilson_ci95(sum(e == 0 for e in cum_err), len(cum_err)),
-            "eligibility_agreement": _ratio(elig_agree, elig_n), "eligibility_evaluated": elig_n,
-            "eligibility_ci95": wilson_ci95(elig_agree, elig_n),
-            "per_subject": rows, **_arm_figures(rows)}
+    splits = {}
+    for key in ("acquisition", "whole_head"):
+        splits[f"by_{key}"] = {k: dict(_subject_summary([r for r in rows if r[key] == k]),
+                                       subjects=sum(r[key] == k for r in rows))
+                               for k in sorted({r[key] for r in rows})}
+    return {"subjects": len(t_subjects), **_subject_summary(rows),
+            "per_subject": rows, **_arm_figures(rows), **splits}
 
 
 def _arm_figures(rows: list[dict]) -> dict:
@@ -490,6 +512,12 @@ def format_table(result: dict) -> str:
                      f"counted, {_fmt(r['true'])} true")
     lines.append(f"Eligibility agreement:   {_fmt(sub['eligibility_agreement'], True)} "
                  f"({sub['eligibility_evaluated']} subjects){_fmt_ci(sub.get('eligibility_ci95'))}")
+    for key, label in (("by_acquisition", "acq"), ("by_whole_head", "whole_head")):
+        for k, f in (sub.get(key) or {}).items():
+            n_exact = round((f["cumulative_fraction_exact"] or 0) * f["complete"])
+            n_elig = round((f["eligibility_agreement"] or 0) * f["eligibility_evaluated"])
+            lines.append(f"  {label}={k}: cumulative new exact {n_exact}/{f['complete']}, "
+                         f"eligibility {n_elig}/{f['eligibility_evaluated']} ({f['subjects']} subjects)")
     lines.append(f"Status of matched lesions: accuracy {_fmt(st['accuracy'], True)} of {st['matched']}"
                  + ("  [" + "; ".join(f"true {t}: " + ", ".join(f"{r} {n}" for r, n in d.items())
                                       for t, d in st["confusion"].items()) + "]" if st["confusion"] else ""))

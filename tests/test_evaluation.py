@@ -206,6 +206,49 @@ def test_endpoint_per_arm_and_ratio_of_the_means():
     assert one["arm_ratio"] is None and one["arms"]["il2"]["subjects"] == 4
 
 
+def test_subject_figures_per_acquisition_type():
+    """Cumulative exactness and eligibility split by each subject's acquisition and
+    whole-head flag (issue 2 asks for each figure per acquisition type); a subject whose
+    visits differ is 'mixed'; a subject with a failed baseline has no eligibility figure."""
+    from lesioncount.evaluation import _subject_figures, _Tally
+
+    # subject, acquisition per visit, whole head, counted, true, eligible counted / true
+    subjects = [("s1", ("3d1mm", "3d1mm"), "true", 2, 2, "true", "true"),
+                ("s2", ("3d1mm", "3d1mm"), "false", 1, 2, "false", "true"),
+                ("s3", ("2d3mm", "2d3mm"), "false", 4, 4, "true", "true"),
+                ("s4", ("2d3mm", "3d1mm"), "false", 0, 0, "true", "true")]
+    t_counts = [dict(subject=s, session=f"ses-{i}", acquisition=a, whole_head=w)
+                for s, acq, w, *_ in subjects for i, a in enumerate(acq)]
+    t_subjects = [dict(subject=s, cumulative_new_gd=str(t), eligible=te)
+                  for s, _, _, _, t, _, te in subjects]
+    r_subjects = {s: dict(cumulative_new_gd=str(c), eligible=e) for s, _, _, c, _, e, _ in subjects}
+    ok = {(r["subject"], r["session"]) for r in t_counts} - {("s3", "ses-0")}
+    fig = _subject_figures(t_counts, t_subjects, r_subjects, ok)
+    acq = fig["by_acquisition"]
+    assert set(acq) == {"3d1mm", "2d3mm", "mixed"}
+    assert (acq["3d1mm"]["subjects"], acq["3d1mm"]["complete"]) == (2, 2)
+    assert acq["3d1mm"]["cumulative_fraction_exact"] == 0.5
+    assert acq["3d1mm"]["eligibility_agreement"] == 0.5
+    # s3's baseline failed: neither its cumulative count nor its eligibility is scored
+    assert acq["2d3mm"]["complete"] == 0 and acq["2d3mm"]["eligibility_evaluated"] == 0
+    assert acq["mixed"]["cumulative_fraction_exact"] == 1.0
+    wh = fig["by_whole_head"]
+    assert wh["true"]["cumulative_fraction_exact"] == 1.0 and wh["false"]["complete"] == 2
+    # the overall figures are those of all subjects together
+    assert fig["complete"] == 3 and fig["cumulative_fraction_exact"] == 2 / 3
+    assert fig["eligibility_evaluated"] == 3 and fig["eligibility_agreement"] == 2 / 3
+    table = format_table({"sessions": {"evaluated": 7, "total": 8, "failed": 1, "failed_sessions": []},
+                          "lesions": _Tally().figures(),
+                          "counts": dict.fromkeys(("gd_mean_abs_error", "gd_mean_error",
+                                                   "gd_fraction_exact", "new_mean_abs_error",
+                                                   "new_mean_error", "new_fraction_exact",
+                                                   "followup_sessions")), "subjects": fig,
+                          "status": {"matched": 0, "accuracy": None, "confusion": {}},
+                          "by_acquisition": {}, "by_whole_head": {}, "by_has_pre": {},
+                          "sensitivity_by": {}, "false_positives_on": {}, "transient": {}})
+    assert "acq=3d1mm: cumulative new exact 1/2, eligibility 1/2 (2 subjects)" in table
+
+
 def test_wilson_interval_of_a_proportion():
     # Wilson score interval, 95 %: 43 of 48 (the held-out injections) and the edges
     lo, hi = wilson_ci95(43, 48)
