@@ -517,7 +517,8 @@ def format_table(result: dict) -> str:
             n_exact = round((f["cumulative_fraction_exact"] or 0) * f["complete"])
             n_elig = round((f["eligibility_agreement"] or 0) * f["eligibility_evaluated"])
             lines.append(f"  {label}={k}: cumulative new exact {n_exact}/{f['complete']}, "
-                         f"eligibility {n_elig}/{f['eligibility_evaluated']} ({f['subjects']} subjects)")
+                         f"eligibility {n_elig}/{f['eligibility_evaluated']} ({f['subjects']} "
+                         f"subject{'' if f['subjects'] == 1 else 's'})")
     lines.append(f"Status of matched lesions: accuracy {_fmt(st['accuracy'], True)} of {st['matched']}"
                  + ("  [" + "; ".join(f"true {t}: " + ", ".join(f"{r} {n}" for r, n in d.items())
                                       for t, d in st["confusion"].items()) + "]" if st["confusion"] else ""))
