@@ -18,8 +18,9 @@ and the ``*_ce-gadolinium_desc-lesions_dseg.nii.gz`` label maps) and a phantom's
   same status (baseline / new / persistent).
 - the lesion-wise figures split by acquisition (``3d1mm`` / ``2d3mm``), whole head and
   pre-contrast availability, and the per-subject figures (cumulative exactness,
-  eligibility) by the subject's acquisition and whole-head flag; sensitivity by lesion kind, size, contrast and site; false
-  positives by what they lie on (vein, sinus/falx, choroid plexus, dura, chronic lesion).
+  eligibility) by the subject's acquisition and whole-head flag; sensitivity by lesion
+  kind, size, contrast and site; false positives by what they lie on (vein, sinus/falx,
+  choroid plexus, dura, chronic lesion).
 - 95 % intervals (Wilson score, :func:`wilson_ci95`) of the lesion-wise sensitivity and
   precision, of the fraction of subjects with an exact cumulative count and of the
   eligibility agreement: a benchmark has a few dozen lesions and a handful of subjects.
@@ -357,7 +358,8 @@ def _subject_summary(rows: list[dict]) -> dict:
                if r["complete"] and r["cumulative_new_gd"] is not None]
     elig = [r["eligible"] == r["true_eligible"] for r in rows
             if r["baseline_ok"] and r["eligible"] is not None]
-    return {"complete": len(cum_err),
+    return {"complete": len(cum_err), "cumulative_exact": sum(e == 0 for e in cum_err),
+            "eligibility_agreeing": sum(elig),
             "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
             "cumulative_fraction_exact": _exact(cum_err),
             "cumulative_exact_ci95": wilson_ci95(sum(e == 0 for e in cum_err), len(cum_err)),
@@ -514,10 +516,9 @@ def format_table(result: dict) -> str:
                  f"({sub['eligibility_evaluated']} subjects){_fmt_ci(sub.get('eligibility_ci95'))}")
     for key, label in (("by_acquisition", "acq"), ("by_whole_head", "whole_head")):
         for k, f in (sub.get(key) or {}).items():
-            n_exact = round((f["cumulative_fraction_exact"] or 0) * f["complete"])
-            n_elig = round((f["eligibility_agreement"] or 0) * f["eligibility_evaluated"])
-            lines.append(f"  {label}={k}: cumulative new exact {n_exact}/{f['complete']}, "
-                         f"eligibility {n_elig}/{f['eligibility_evaluated']} ({f['subjects']} "
+            lines.append(f"  {label}={k}: cumulative new exact {f['cumulative_exact']}/"
+                         f"{f['complete']}, eligibility {f['eligibility_agreeing']}/"
+                         f"{f['eligibility_evaluated']} ({f['subjects']} "
                          f"subject{'' if f['subjects'] == 1 else 's'})")
     lines.append(f"Status of matched lesions: accuracy {_fmt(st['accuracy'], True)} of {st['matched']}"
                  + ("  [" + "; ".join(f"true {t}: " + ", ".join(f"{r} {n}" for r, n in d.items())

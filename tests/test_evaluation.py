@@ -227,7 +227,7 @@ def test_subject_figures_per_acquisition_type():
     acq = fig["by_acquisition"]
     assert set(acq) == {"3d1mm", "2d3mm", "mixed"}
     assert (acq["3d1mm"]["subjects"], acq["3d1mm"]["complete"]) == (2, 2)
-    assert acq["3d1mm"]["cumulative_fraction_exact"] == 0.5
+    assert acq["3d1mm"]["cumulative_fraction_exact"] == 0.5 and acq["3d1mm"]["cumulative_exact"] == 1
     assert acq["3d1mm"]["eligibility_agreement"] == 0.5
     # s3's baseline failed: neither its cumulative count nor its eligibility is scored
     assert acq["2d3mm"]["complete"] == 0 and acq["2d3mm"]["eligibility_evaluated"] == 0
