@@ -358,7 +358,7 @@ def _subject_summary(rows: list[dict]) -> dict:
                if r["complete"] and r["cumulative_new_gd"] is not None]
     elig = [r["eligible"] == r["true_eligible"] for r in rows
             if r["baseline_ok"] and r["eligible"] is not None]
-    return {"complete": len(cum_err), "cumulative_exact": sum(e == 0 for e in cum_err),
+    return {"subjects": len(rows), "complete": len(cum_err), "cumulative_exact": sum(e == 0 for e in cum_err),
             "eligibility_agreeing": sum(elig),
             "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
             "cumulative_fraction_exact": _exact(cum_err),
@@ -392,10 +392,9 @@ def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
         rows.append(row)
     splits = {}
     for key in ("acquisition", "whole_head"):
-        splits[f"by_{key}"] = {k: dict(_subject_summary([r for r in rows if r[key] == k]),
-                                       subjects=sum(r[key] == k for r in rows))
+        splits[f"by_{key}"] = {k: _subject_summary([r for r in rows if r[key] == k])
                                for k in sorted({r[key] for r in rows})}
-    return {"subjects": len(t_subjects), **_subject_summary(rows),
+    return {**_subject_summary(rows),
             "per_subject": rows, **_arm_figures(rows), **splits}
 
 
