@@ -188,7 +188,7 @@ def real_part(args, out: Path) -> dict:
         injected = {"pre_flair": [], "pre": []}
         fps = {"pre_flair": 0, "pre": 0}
         for rep in range(args.injections):
-            rng = np.random.default_rng(1000 + rep)
+            rng = np.random.default_rng(args.injection_seed + rep)
             post2, pre2, truth, records, flair2 = inject_lesions(post, pre, wm, 8, rng,
                                                                   avoid=avoid, flair=flair)
             for run, c, f2 in (("pre_flair", cfg, flair2), ("pre", no_flair, None)):
@@ -242,6 +242,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=0,
                     help="Dask workers (0: the CLI's default, one per core)")
     ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
+    ap.add_argument("--injection-seed", type=int, default=1000,
+                    help="seed of the first injected scan, the next ones count up (1000: the "
+                         "held-out draws; tuning used 5000-5011)")
     ap.add_argument("--skip-study", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--detector", choices=["classical", "unet", "both", "union"], default="classical",
