@@ -536,3 +536,30 @@ def test_the_round_blob_rule_keeps_a_ball_but_not_a_vein_with_the_same_flair():
     post, pre, brain = head(lesions=[("tube", SPOT, 1.5, 1.6)])
     tube = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 25.0, 1.06)]))
     assert count(tube, post.affine) == 0
+
+
+def test_a_small_flair_bright_lesion_on_a_vein_is_split_off_by_the_finer_opening():
+    """A 3.6 mm lesion touching a vein as bright as itself (tuning seed 17 sub-03 ses-M01:
+    a 23 mm^3 lesion at FLAIR 1.30, z 25, merged with a vessel into a thin 118 mm^3 part)
+    does not survive the reopen_mm ball; the finer reopen_fine_mm one keeps it, and it is
+    judged alone. The vein alone stays rejected, and without a FLAIR correlate nothing is
+    split off."""
+    cfg = ClassicalConfig()
+    ball = ("ball", SPOT, 1.8, 1.6)
+    vein = ("tube", (SPOT[0], SPOT[1] + 2.8, SPOT[2]), 1.6, 1.6)
+    post, pre, brain = head(lesions=[ball, vein])
+    fl = flair_like(post, brain, [(SPOT, 2.5, 1.4)])
+    off = detect(post, pre, brain, dataclasses.replace(cfg, reopen_fine_mm=0.0), flair=fl)
+    assert count(off, post.affine) == 0
+    det = detect(post, pre, brain, flair=fl)
+    assert count(det, post.affine) == 1
+    (kept,) = [c for c in det.info["candidates"] if c["reason"] is None]
+    assert np.linalg.norm(np.array(kept["centroid_ijk"]) - _ijk(post, SPOT)) < 2.0
+    assert kept["volume_mm3"] < 60.0
+    no_correlate = flair_like(post, brain, [(SPOT, 2.5, 1.05)])
+    assert count(detect(post, pre, brain, flair=no_correlate), post.affine) == 0
+    # reopen_mm 0 turns both openings off
+    assert count(detect(post, pre, brain, dataclasses.replace(cfg, reopen_mm=0.0), flair=fl),
+                 post.affine) == 0
+    post, pre, brain = head(lesions=[vein])
+    assert count(detect(post, pre, brain, flair=fl), post.affine) == 0

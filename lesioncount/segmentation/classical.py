@@ -21,7 +21,8 @@ Steps (every number in :class:`lesioncount.config.ClassicalConfig`, with its rea
    (``round_*``) unless its FLAIR is dark. With a pre-contrast scan too, a
    candidate inside a clear FLAIR lesion, in white matter, is kept whatever its shape
    (``flair_lesion_ratio``), and a large vessel-shaped part is opened again
-   (``reopen_mm``) so that a FLAIR-bright lesion merged with a thick vein is judged alone.
+   (``reopen_mm``, then the finer ``reopen_fine_mm`` for a 3-4 mm lesion) so that a
+   FLAIR-bright lesion merged with a thick vein is judged alone.
 4. ``probability``: a logistic of the enhancement, capped below 0.5 in rejected candidates.
 
 Everything is measured in mm and mm^3 from the affine, so 1 mm isotropic and 1x1x3 mm
@@ -431,28 +432,48 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
 def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
     """Large vessel-shaped parts opened again with reopen_mm: when one of the thick cores
     it leaves is FLAIR-bright (a lesion merged with a vessel), every core is judged on its
-    own, with the part as its parent; other parts stay whole. Returns (mask, parent or
-    None) pairs. ``fl`` None (no FLAIR, or no pre-contrast scan) or reopen_mm 0: every
-    part stays whole."""
+    own, with the part as its parent; other parts stay whole. A vessel-shaped part that
+    this leaves whole (too small, or no FLAIR-bright core) is opened with the finer
+    reopen_fine_mm ball the same way (a 3-4 mm lesion against a vein or the plexus).
+    Returns (mask, parent or None) pairs. ``fl`` None (no FLAIR, or no pre-contrast scan)
+    or reopen_mm 0: every part stays whole (reopen_fine_mm 0: no finer opening)."""
     vox = post.voxel_volume
     out = []
+    scales = [(cfg.reopen_mm, cfg.reopen_min_mm3, cfg.reopen_min_part_mm3),
+              (cfg.reopen_fine_mm, cfg.reopen_fine_min_mm3, cfg.reopen_fine_min_part_mm3)]
+    scales = [s for s in scales if s[0] > 0] if cfg.reopen_mm > 0 else []
     for part in parts:
         v = float(part.sum() * vox)
-        if fl is not None and cfg.reopen_mm > 0 and v >= cfg.reopen_min_mm3:
+        cores = None
+        if fl is not None and scales and v >= min(s[1] for s in scales):
             g = _geometry(part, lo, post, v)
             if g["thickness"] < cfg.min_thickness_ratio or g["elongation"] > cfg.max_elongation:
-                ball = _ball(cfg.reopen_mm, post.spacing)
-                w = _reach(part, ball)
-                op = np.zeros_like(part)
-                op[w] = ndi.binary_opening(part[w], structure=ball)
-                sl, sn = components(op, lesion_cfg)
-                sv = component_volumes(sl, vox)
-                cores = [sl == k for k in range(1, sn + 1) if sv[k] >= cfg.reopen_min_part_mm3]
-                if any(float(np.median(fl[box][c])) >= cfg.flair_lesion_ratio for c in cores):
-                    out += [(c, dict(g, volume_mm3=v)) for c in cores]
-                    continue
-        out.append((part, None))
+                for radius, min_part, min_core in scales:
+                    if v >= min_part:
+                        cores = _bright_cores(part, box, fl, radius, min_core, post, cfg,
+                                              lesion_cfg)
+                    if cores:
+                        break
+        if cores:
+            out += [(c, dict(g, volume_mm3=v)) for c in cores]
+        else:
+            out.append((part, None))
     return out
+
+
+def _bright_cores(part, box, fl, radius_mm, min_core_mm3, post, cfg, lesion_cfg):
+    """The cores of ``part`` opened with a ball of ``radius_mm`` (at least min_core_mm3
+    each) when one of them reaches flair_lesion_ratio on the FLAIR, else None."""
+    ball = _ball(radius_mm, post.spacing)
+    w = _reach(part, ball)
+    op = np.zeros_like(part)
+    op[w] = ndi.binary_opening(part[w], structure=ball)
+    sl, sn = components(op, lesion_cfg)
+    sv = component_volumes(sl, post.voxel_volume)
+    cores = [sl == k for k in range(1, sn + 1) if sv[k] >= min_core_mm3]
+    if any(float(np.median(fl[box][c])) >= cfg.flair_lesion_ratio for c in cores):
+        return cores
+    return None
 
 
 def _hysteresis(low: np.ndarray, seeds: np.ndarray) -> np.ndarray:
