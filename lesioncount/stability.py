@@ -11,7 +11,8 @@ the enhancement map of every visit of the subject at the focus's voxels, and cal
 stable when it is enhanced (median of the robust z-map over the focus >= ``stable_z``, below
 the detector's seed threshold so a visit where the focus was missed still counts; the median,
 so that another lesion overlapping a corner of a large focus, or the noisier residual next to
-cortex, does not make it enhanced) on at least
+cortex, does not make it enhanced; and >= ``stable_relative`` x its brightest visit's median,
+so that a lesion touching a vein is not "enhanced" by the vein's spill-over) on at least
 ``stable_min_sessions`` visits that span at least ``stable_min_days`` (when visit days
 are known). Stable foci are left out of the subject's lesions and counts; the detector's
 own mask (``desc-detected_mask``) keeps them for review.
@@ -91,7 +92,11 @@ def _enhanced_days(pts: np.ndarray, with_map: list[Visit], cfg: TrackingConfig) 
     """The days (None when unknown) of the visits whose map is enhanced over ``pts``."""
     if not len(pts):
         return []
-    return [w.days for w, m in zip(with_map, _medians(pts, with_map)) if m >= cfg.stable_z]
+    meds = _medians(pts, with_map)
+    # relative to the focus's brightest visit too: a lesion beside a vein picks up the
+    # vein's spill-over (z 2-3) on every visit, which is not the lesion enhancing again
+    level = max(cfg.stable_z, cfg.stable_relative * max(meds))
+    return [w.days for w, m in zip(with_map, meds) if m >= level]
 
 
 def _medians(pts: np.ndarray, with_map: list[Visit]) -> list[float]:

@@ -279,3 +279,27 @@ def test_a_part_split_off_a_persistent_lesion_is_given_back_when_its_place_alway
         assert merged == {}
         assert out[2] is tracked[2] and out[3] is tracked[3]
     assert all(a is b for k, (a, b) in enumerate(zip(out, tracked)) if k not in (2, 3))
+
+
+def test_a_lesion_beside_a_vein_is_not_stable_for_the_veins_spill_over():
+    """A lesion enhancing strongly on one visit picks up a touching vein's spill-over
+    (median z ~2.5) on every visit: over stable_z, far under the lesion's own level
+    (stable_relative). It stays a lesion; the vein, alike on every visit, stays stable."""
+    rng = np.random.default_rng(1)
+    days = [0, 28, 56, 84, 112, 140]
+    out = []
+    for i, d in enumerate(days):
+        z = rng.normal(0, 0.3, SHAPE).astype(np.float32)
+        lab = np.zeros(SHAPE, np.int32)
+        z[_ball(LESION)] += 2.5                      # the vein's spill-over, every visit
+        z[_ball(VEIN)] += 6.0 if i % 2 else 4.0      # a vein, brighter on some visits
+        lab[_ball(VEIN)] = 1
+        if i == 2:
+            z[_ball(LESION)] += 15.0
+            lab[_ball(LESION)] = 2
+        out.append(Visit(Image(lab, AFF), Image(z, AFF), None, d))
+    res = stable_foci(out)
+    assert res[2] == [1]                              # the vein, not the lesion
+    assert all(r == [1] for r in res)
+    # without the relative level, the spill-over made the lesion "stable" too
+    assert stable_foci(out, TrackingConfig(stable_relative=0.0))[2] == [1, 2]
