@@ -464,6 +464,11 @@ def _reopen(parts, lo, box, fl, post, cfg, lesion_cfg):
 def _bright_cores(part, box, fl, radius_mm, min_core_mm3, post, cfg, lesion_cfg):
     """The cores of ``part`` opened with a ball of ``radius_mm`` (at least min_core_mm3
     each) when one of them reaches flair_lesion_ratio on the FLAIR, else None."""
+    # (a core's median reaches it only if half its voxels do: a part with fewer such
+    # voxels than half the smallest core has none, and is not opened at all)
+    bright = int(np.count_nonzero(fl[box][part] >= cfg.flair_lesion_ratio))
+    if bright * post.voxel_volume < 0.5 * min_core_mm3:
+        return None
     ball = _ball(radius_mm, post.spacing)
     w = _reach(part, ball)
     op = np.zeros_like(part)
