@@ -358,13 +358,14 @@ def _subject_summary(rows: list[dict]) -> dict:
                if r["complete"] and r["cumulative_new_gd"] is not None]
     elig = [r["eligible"] == r["true_eligible"] for r in rows
             if r["baseline_ok"] and r["eligible"] is not None]
-    return {"subjects": len(rows), "complete": len(cum_err), "cumulative_exact": sum(e == 0 for e in cum_err),
-            "eligibility_agreeing": sum(elig),
+    exact, agreeing = sum(e == 0 for e in cum_err), sum(elig)
+    return {"subjects": len(rows), "complete": len(cum_err), "cumulative_exact": exact,
+            "eligibility_agreeing": agreeing,
             "cumulative_mean_abs_error": _mae(cum_err), "cumulative_mean_error": _mean(cum_err),
             "cumulative_fraction_exact": _exact(cum_err),
-            "cumulative_exact_ci95": wilson_ci95(sum(e == 0 for e in cum_err), len(cum_err)),
-            "eligibility_agreement": _ratio(sum(elig), len(elig)), "eligibility_evaluated": len(elig),
-            "eligibility_ci95": wilson_ci95(sum(elig), len(elig))}
+            "cumulative_exact_ci95": wilson_ci95(exact, len(cum_err)),
+            "eligibility_agreement": _ratio(agreeing, len(elig)), "eligibility_evaluated": len(elig),
+            "eligibility_ci95": wilson_ci95(agreeing, len(elig))}
 
 
 def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
@@ -378,10 +379,11 @@ def _subject_figures(t_counts, t_subjects, r_subjects, ok_sessions) -> dict:
     for ts in t_subjects:
         sub = ts["subject"]
         rs = r_subjects.get(sub)
-        sess = [r["session"] for r in sessions_of.get(sub, [])]
+        truth_rows = sessions_of.get(sub, [])
+        sess = [r["session"] for r in truth_rows]
         row = {"subject": sub, "group": ts.get("group") or None,
-               "acquisition": _subject_kind(sessions_of.get(sub, []), "acquisition"),
-               "whole_head": _subject_kind(sessions_of.get(sub, []), "whole_head"),
+               "acquisition": _subject_kind(truth_rows, "acquisition"),
+               "whole_head": _subject_kind(truth_rows, "whole_head"),
                "complete": bool(sess) and all((sub, s) in ok_sessions for s in sess),
                "baseline_ok": bool(sess) and (sub, sess[0]) in ok_sessions,
                "true_cumulative_new": _int(ts["cumulative_new_gd"]),
