@@ -275,6 +275,25 @@ def test_shape_is_skipped_only_where_it_cannot_change_the_decision():
     assert any(c["reason"] is None for c in measured)
 
 
+def test_without_pre_a_blob_beside_the_ventricle_needs_white_matter_around_it():
+    """From the post-contrast scan alone the shell is measured on that scan, where veins and
+    plexus beside CSF or grey matter look like lesions (a 3 mm slice cuts a vein round):
+    min_shell_level_post and max_csf_fraction_post apply; with a pre-contrast scan the
+    ordinary thresholds do, and a blob deep in white matter is kept either way."""
+    from dataclasses import replace
+
+    post, pre, brain = head(thick=True, lesions=[("ball", (7.5, 5.0, 3.0), 3.0, 1.6)])
+    aff = post.affine
+    det = detect(post, None, brain)
+    assert count(det, aff) == 0
+    assert [c["reason"] for c in det.info["candidates"]] == ["csf"]
+    loose = replace(ClassicalConfig(), min_shell_level_post=0.8, max_csf_fraction_post=0.3)
+    assert count(detect(post, None, brain, cfg=loose), aff) == 1     # the rule rejected it
+    assert count(detect(post, pre, brain), aff) == 1                 # with pre: ordinary rule
+    post, pre, brain = head(thick=True, lesions=[BALL])
+    assert count(detect(post, None, brain), post.affine) == 1        # deep white matter
+
+
 def test_vessel_piece_rule():
     """A minor part of a vessel-shaped component is a vessel piece unless it is lesion-sized."""
     from lesioncount.segmentation.classical import _is_vessel_piece

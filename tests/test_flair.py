@@ -409,7 +409,9 @@ def test_a_clearly_flair_bright_clearly_enhancing_candidate_is_kept_at_a_ventric
     assert _reason(dict(f, shell_level=0.9, vessel_piece=True), cfg) is None        # vein cut
     assert _reason(dict(f, flair_ratio=cfg.flair_clear_ratio - 0.05), cfg) == "not_wm"
     assert _reason(dict(f, max_z=cfg.flair_clear_z - 0.5), cfg) == "not_wm"
-    assert _reason(f, cfg, with_pre=False) == "not_wm"
+    # (from the post alone its 27 % CSF exceeds max_csf_fraction_post before the shell counts)
+    assert _reason(f, cfg, with_pre=False) == "csf"
+    assert _reason(dict(f, csf_fraction=0.0), cfg, with_pre=False) == "not_wm"
     assert _reason(dict(f, shell_level=0.9, vessel_piece=True, max_z=cfg.flair_clear_z - 0.5),
                    cfg) == "vessel_piece"
     assert _reason(dict(f, elongation=cfg.max_elongation + 0.5), cfg) == "elongated"

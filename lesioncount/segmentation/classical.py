@@ -296,9 +296,12 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
         return "thin"
     if f["flatness"] > cfg.max_flatness:
         return "sheet"
-    if f["csf_fraction"] > cfg.max_csf_fraction and not (confirmed or clear):
+    # (measured on the post-contrast scan when there is no pre-contrast one: stricter)
+    max_csf = cfg.max_csf_fraction if with_pre else cfg.max_csf_fraction_post
+    min_shell = cfg.min_shell_level if with_pre else cfg.min_shell_level_post
+    if f["csf_fraction"] > max_csf and not (confirmed or clear):
         return "csf"
-    if f["shell_level"] < cfg.min_shell_level and not (in_lesion or clear) and not (
+    if f["shell_level"] < min_shell and not (in_lesion or clear) and not (
             flair_bright and f["max_z"] >= cfg.flair_rescue_any_shell_z):
         return "not_wm"
     # FLAIR darker than white matter contradicts a lesion; a FLAIR that merely fails to
