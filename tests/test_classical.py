@@ -294,6 +294,26 @@ def test_without_pre_a_blob_beside_the_ventricle_needs_white_matter_around_it():
     assert count(detect(post, None, brain), post.affine) == 1        # deep white matter
 
 
+def test_without_pre_a_focus_of_a_few_thick_voxels_is_too_small():
+    """From the post-contrast scan alone a candidate needs min_voxels_post voxels (a vein cut
+    across by a 3 mm slice is 4-5 of them); with a pre-contrast scan or a FLAIR the lesion
+    minimum volume alone applies. The voxel count is measured on the candidate itself."""
+    from dataclasses import replace
+
+    from lesioncount.segmentation.classical import _reason
+
+    post, pre, brain = head(thick=True, lesions=[BALL])
+    (c,) = [c for c in detect(post, None, brain).info["candidates"] if c["reason"] is None]
+    assert c["n_voxels"] == round(c["volume_mm3"] / 3.0)          # 1 x 1 x 3 mm voxels
+    cfg = ClassicalConfig()
+    few = dict(c, n_voxels=cfg.min_voxels_post - 1, volume_mm3=3.0 * (cfg.min_voxels_post - 1))
+    assert _reason(few, cfg, with_pre=False) == "small"
+    assert _reason(few, cfg, with_pre=True) is None
+    assert _reason(dict(few, flair_ratio=1.5), cfg, with_pre=False) is None     # a FLAIR
+    assert _reason(dict(few, n_voxels=cfg.min_voxels_post), cfg, with_pre=False) is None
+    assert _reason(few, replace(cfg, min_voxels_post=0), with_pre=False) is None
+
+
 def test_vessel_piece_rule():
     """A minor part of a vessel-shaped component is a vessel piece unless it is lesion-sized."""
     from lesioncount.segmentation.classical import _is_vessel_piece

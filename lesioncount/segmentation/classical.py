@@ -168,7 +168,8 @@ def _cheap_features(comp, lo, box, z, depth, post, cfg, resid=None) -> dict:
     # enhancement in white-matter units (0.3 = 30 % above the expected intensity): the
     # median over the component's brightest half, robust to its partial-volume rim
     rv = np.sort(resid[box][comp]) if resid is not None else np.zeros(1)
-    return dict(volume_mm3=volume, contrast=float(np.median(rv[len(rv) // 2:])),
+    return dict(volume_mm3=volume, n_voxels=int(comp.sum()),
+                contrast=float(np.median(rv[len(rv) // 2:])),
                 surface_fraction=float(np.mean(depth[comp] < cfg.surface_margin_mm)),
                 max_z=float(z[box][comp].max()),
                 centroid_ijk=[float(v) for v in ijk.mean(axis=0)])
@@ -269,6 +270,10 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
     if cheap is not None:
         return cheap
     fr = f.get("flair_ratio")
+    # from the post-contrast scan alone (no pre-contrast scan, no FLAIR: flair_ratio None)
+    if (not with_pre and fr is None
+            and f.get("n_voxels", cfg.min_voxels_post) < cfg.min_voxels_post):
+        return "small"
     flair_bright = fr is not None and fr >= cfg.flair_min_ratio
     # FLAIR-confirmed, strongly enhancing and wrapped in white matter: not a vein or plexus
     confirmed = (flair_bright and f["max_z"] >= cfg.flair_rescue_z
