@@ -237,8 +237,8 @@ class ClassicalConfig:
     # Without a pre-contrast scan the shell is measured on the post-contrast scan itself,
     # where grey matter sits at ~0.85 WM (not 0.7), enhancing cortical veins and dura lift
     # it further, and a vein cut across by a 3 mm slice is as round as a lesion: 0.8 then
-    # separates little. From the post-contrast scan alone a candidate must be wrapped in
-    # tissue nearly as bright as white matter, with little CSF beside it. Tuning seeds 13,
+    # separates little. Without a pre-contrast scan (a FLAIR or not) a candidate must be
+    # wrapped in tissue nearly as bright as white matter, with little CSF. Tuning seeds 13,
     # 17, 19 post only: the 128 lesions found had shells of 0.954 and more and at most 9.3 %
     # CSF, the 241 false positives (238 of them on 3 mm slices) a median shell of 0.93 and
     # 9 % CSF; 0.93 / 0.12 keeps every lesion with a margin and removes 150 false
@@ -248,9 +248,9 @@ class ClassicalConfig:
     min_shell_level_post: float = 0.93
     max_csf_fraction_post: float = 0.12
     # From the post-contrast scan alone (no pre-contrast scan, no FLAIR) a candidate must
-    # also hold this many voxels. On 1x1x3 mm
-    # slices a vein cut across is a focus of 4-5 voxels (12-15 mm^3, over the 10 mm^3
-    # lesion minimum); on a 1 mm grid the lesion minimum already asks for 10. Tuning seeds
+    # also hold this many voxels. On 1x1x3 mm slices a vein cut across is a focus of 4-5
+    # voxels (12-15 mm^3, over the 10 mm^3 lesion minimum); on a 1 mm grid the lesion
+    # minimum already asks for 10. Tuning seeds
     # 17 / 13 / 19 post only, after the shell rule above: false positives 30 / 20 / 41 ->
     # 11 / 8 / 18, lesions found 55 / 38 / 35 -> 54 / 38 / 35 (the one lost: 15 mm^3, 5
     # voxels, z 5.2, 21 % over WM: a 3 mm lesion that small is not told from a vein from

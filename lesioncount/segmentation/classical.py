@@ -333,8 +333,8 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
     """Enhancement map, candidate labels and per-candidate features (before the decision).
 
     Returns ``(z, info, labels, features)``: ``labels`` numbers the candidates 1..n on
-    ``post``'s grid and ``features[k - 1]`` describes candidate ``k`` (volume, elongation,
-    flatness, thickness, surface and CSF fractions, peak z, centroid). Candidates below
+    ``post``'s grid and ``features[k - 1]`` describes candidate ``k`` (volume, voxel count,
+    elongation, flatness, thickness, surface and CSF fractions, peak z, centroid). Candidates below
     the minimum lesion volume are dropped (counted in ``info["n_small"]``).
     """
     brain = np.asarray(brain, dtype=bool)
