@@ -234,29 +234,30 @@ class ClassicalConfig:
     # (not a low percentile) keeps periventricular lesions, whose shell is CSF on one side.
     # Demo phantom (seed 1) candidates: true lesions >= 0.9, false positives median 0.84.
     min_shell_level: float = 0.8
-    # Without a pre-contrast scan the shell is measured on the post-contrast scan itself,
-    # where grey matter sits at ~0.85 WM (not 0.7), enhancing cortical veins and dura lift
-    # it further, and a vein cut across by a 3 mm slice is as round as a lesion: 0.8 then
-    # separates little. Without a pre-contrast scan (a FLAIR or not) a candidate must be
-    # wrapped in tissue nearly as bright as white matter, with little CSF. Tuning seeds 13,
-    # 17, 19 post only: the 128 lesions found had shells of 0.954 and more and at most 9.3 %
-    # CSF, the 241 false positives (238 of them on 3 mm slices) a median shell of 0.93 and
-    # 9 % CSF; 0.93 / 0.12 keeps every lesion with a margin and removes 150 false
-    # positives (the same runs: 73 / 80 / 88 -> 30 / 20 / 41; post + FLAIR 1 / 6 / 6 ->
-    # 0 / 2 / 4, the same lesions found). Stricter (1.0 / 0.1) removed 33 more on seeds 13
-    # and 17 but lost 5 lesions (shells 0.954-0.997). With a pre-contrast scan nothing changes.
+    # Without a pre-contrast scan the shell is measured on the post-contrast scan
+    # itself, where grey matter sits at ~0.85 WM (not 0.7), enhancing cortical veins and
+    # dura lift it further, and a vein cut across by a 3 mm slice is as round as a
+    # lesion: 0.8 then separates little. So (with a FLAIR or not) a candidate must be
+    # wrapped in tissue nearly as bright as white matter, with little CSF. Tuning seeds
+    # 13, 17, 19 post only: the 128 lesions found had shells of 0.954 and more and at
+    # most 9.3 % CSF, the 241 false positives (238 of them on 3 mm slices) a median
+    # shell of 0.93 and 9 % CSF; 0.93 / 0.12 keeps every lesion with a margin and
+    # removes 150 false positives (the same runs: 73 / 80 / 88 -> 30 / 20 / 41; post +
+    # FLAIR 1 / 6 / 6 -> 0 / 2 / 4, the same lesions found). Stricter (1.0 / 0.1)
+    # removed 33 more on seeds 13 and 17 but lost 5 lesions (shells 0.954-0.997). With a
+    # pre-contrast scan nothing changes.
     min_shell_level_post: float = 0.93
     max_csf_fraction_post: float = 0.12
-    # From the post-contrast scan alone (no pre-contrast scan, no FLAIR) a candidate must
-    # also hold this many voxels. On 1x1x3 mm slices a vein cut across is a focus of 4-5
-    # voxels (12-15 mm^3, over the 10 mm^3 lesion minimum); on a 1 mm grid the lesion
-    # minimum already asks for 10. Tuning seeds
-    # 17 / 13 / 19 post only, after the shell rule above: false positives 30 / 20 / 41 ->
-    # 11 / 8 / 18, lesions found 55 / 38 / 35 -> 54 / 38 / 35 (the one lost: 15 mm^3, 5
-    # voxels, z 5.2, 21 % over WM: a 3 mm lesion that small is not told from a vein from
-    # the post-contrast scan alone). With a FLAIR (which small veins lack) it did not pay:
-    # tuning post + FLAIR 1 lesion lost for 4 false positives removed, held-out seed 2026
-    # (run before this scope was set) 3 lost for 2 removed. 0 disables.
+    # From the post-contrast scan alone (no pre-contrast scan, no FLAIR) a candidate
+    # must also hold this many voxels. On 1x1x3 mm slices a vein cut across is a focus
+    # of 4-5 voxels (12-15 mm^3, over the 10 mm^3 lesion minimum); on a 1 mm grid the
+    # lesion minimum already asks for 10. Tuning seeds 17 / 13 / 19 post only, after the
+    # shell rule above: false positives 30 / 20 / 41 -> 11 / 8 / 18, lesions found 55 /
+    # 38 / 35 -> 54 / 38 / 35 (the one lost: 15 mm^3, 5 voxels, z 5.2, 21 % over WM: a 3
+    # mm lesion that small is not told from a vein from the post-contrast scan alone).
+    # With a FLAIR (which small veins lack) it did not pay: tuning post + FLAIR 1 lesion
+    # lost for 4 false positives removed, held-out seed 2026 (run before this scope was
+    # set) 3 lost for 2 removed. 0 disables.
     min_voxels_post: int = 6
     # Larger components are vascular trees or sinuses: tumefactive Gd+ lesions above
     # 20 cm^3 are outside what this counting trial reads.
