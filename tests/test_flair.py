@@ -102,7 +102,11 @@ def test_a_lesion_without_flair_correlate_is_deferred_and_a_flair_dark_one_is_no
     tracking stage (kept there when it enhances on few visits); FLAIR-dark, it is not."""
     post, pre, brain = head(lesions=[BALL])
     at_spot = tuple(np.round(_ijk(post, SPOT)).astype(int))
-    cfg = ClassicalConfig()
+    # (the round-blob rule off: this ball is one, and that rule keeps a round blob in white
+    # matter down to no_flair_defer_ratio, as checked here; tested on its own below)
+    assert count(detect(post, pre, brain, ClassicalConfig(),
+                        flair=flair_like(post, brain, [(SPOT, 5.0, 0.95)])), post.affine) == 1
+    cfg = ClassicalConfig(round_max_axis_ratio=0)
     none = detect(post, pre, brain, cfg, flair=flair_like(post, brain, [(SPOT, 5.0, 0.95)]))
     (cand,) = [c for c in none.info["candidates"] if c["reason"] is not None]
     # the premise: every rule but the FLAIR's passed; its FLAIR between the floor and the veto
@@ -516,8 +520,10 @@ def test_a_round_clearly_enhancing_blob_in_white_matter_is_kept_without_a_flair_
     # each condition on its own makes it a no_flair rejection again
     for change in (dict(elongation=1.45), dict(flatness=1.45), dict(shell_level=0.85),
                    dict(csf_fraction=0.1), dict(contrast=0.25), dict(max_z=4.9),
-                   dict(flair_ratio=cfg.flair_veto_ratio - 0.05)):
+                   dict(flair_ratio=cfg.no_flair_defer_ratio - 0.05)):
         assert _reason(dict(f, **change), cfg) == "no_flair", change
+    # no correlate measures 1.0 give or take noise: just under the veto is not dark yet
+    assert _reason(dict(f, flair_ratio=cfg.flair_veto_ratio - 0.03), cfg) is None
     # measured against white matter (no pre-contrast scan), a T1-bright blob is not enough
     assert _reason(f, cfg, with_pre=False) == "no_flair"
     assert _reason(f, dataclasses.replace(cfg, round_max_axis_ratio=0)) == "no_flair"

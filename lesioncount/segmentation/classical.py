@@ -313,7 +313,7 @@ def _reason(f: dict, cfg: ClassicalConfig, with_pre: bool = True) -> str | None:
     # confirm does not outweigh strong enhancement
     if fr is not None and fr < cfg.flair_min_ratio and (
             fr < cfg.flair_veto_ratio or f["max_z"] < cfg.flair_override_z) and not (
-            with_pre and fr >= cfg.flair_veto_ratio and _round_in_wm(f, cfg)):
+            with_pre and fr >= cfg.no_flair_defer_ratio and _round_in_wm(f, cfg)):
         return "no_flair"
     # seeded by the FLAIR alone (peak under seed_z): it must enhance visibly and lie in a
     # clear FLAIR lesion, not at the edge of the FLAIR threshold that seeded it
