@@ -149,6 +149,33 @@ def test_faint_enhancement_is_seeded_only_inside_a_flair_lesion():
     assert count(detect(post, pre, brain, cfg, flair=fl_far), post.affine) == 0
 
 
+def test_fainter_enhancement_is_seeded_inside_a_clear_flair_lesion_with_a_pre_contrast_scan():
+    """flair_lesion_seed_z: under flair_seed_z, enhancement seeds only where the FLAIR
+    reaches flair_lesion_ratio (a typical MS lesion's), and only against a pre-contrast scan."""
+    cfg = ClassicalConfig(flair_seed_min_contrast=0.0, min_contrast_with_pre=0.0)
+    off = dataclasses.replace(cfg, flair_lesion_seed_z=cfg.flair_seed_z)
+
+    def lesion_peak(z, post):
+        i, j, k = np.round(_ijk(post, SPOT)).astype(int)
+        return float(z[i - 3:i + 4, j - 3:j + 4, k - 3:k + 4].max())
+
+    post, pre, brain = head(lesions=[("ball", SPOT, 3.0, 1.04)])
+    # the premise: the lesion's peak lies between the two FLAIR seed thresholds
+    assert cfg.flair_lesion_seed_z < lesion_peak(enhancement(post, pre, brain)[0], post) < cfg.flair_seed_z
+    clear = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
+    assert count(detect(post, pre, brain, cfg, flair=clear), post.affine) == 1
+    assert count(detect(post, pre, brain, off, flair=clear), post.affine) == 0
+    # a FLAIR over flair_min_ratio but under flair_lesion_ratio does not seed it
+    mild = flair_like(post, brain, [(SPOT, 4.0, 1.2)])
+    assert count(detect(post, pre, brain, cfg, flair=mild), post.affine) == 0
+    # measured against white matter (no pre-contrast scan), a stronger lesion peaks in the
+    # same range: there the lower seed is not used (with it, this one would be counted)
+    post, _, brain = head(lesions=[("ball", SPOT, 3.0, 1.08)])
+    assert cfg.flair_lesion_seed_z < lesion_peak(enhancement(post, None, brain)[0], post) < cfg.flair_seed_z
+    clear = flair_like(post, brain, [(SPOT, 4.0, 1.4)])
+    assert count(detect(post, None, brain, cfg, flair=clear), post.affine) == 0
+
+
 def test_flair_off_the_post_grid_is_a_typed_error():
     post, pre, brain = head(lesions=[BALL])
     fl = flair_like(post, brain)

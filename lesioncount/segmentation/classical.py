@@ -351,6 +351,10 @@ def candidates(post: Image, pre: Image | None, brain: np.ndarray,
     if flair is not None:
         fl = flair_ratio(flair.array, ref, brain, sp, cfg.bias_sigma_mm, cfg.flair_nawm_band)
         seed_mask |= brain & (z > cfg.flair_seed_z) & (fl >= cfg.flair_min_ratio)
+        if pre is not None and cfg.flair_lesion_seed_z < cfg.flair_seed_z:
+            # inside a clear FLAIR lesion, any visible enhancement over the pre-contrast
+            # scan (from post alone a T1-bright FLAIR lesion would pass for one)
+            seed_mask |= brain & (z > cfg.flair_lesion_seed_z) & (fl >= cfg.flair_lesion_ratio)
         info = dict(info, flair=True)
     seeds = _hysteresis(brain & (z > cfg.extent_z), seed_mask)
     labels, n = components(seeds, lesion_cfg)
