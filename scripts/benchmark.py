@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--injections", type=int, default=3, help="injected scans per real patient")
     ap.add_argument("--injection-seed", type=int, default=1000,
                     help="seed of the first injected scan, the next ones count up (1000: the "
-                         "held-out draws; tuning used 5000-5011)")
+                         "held-out draws; tuning used 5000-5035)")
     ap.add_argument("--skip-study", action="store_true")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--detector", choices=["classical", "unet", "both", "union"], default="classical",
