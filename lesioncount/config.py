@@ -297,7 +297,8 @@ class ClassicalConfig:
     # seed 19: eight at 0.90-0.96 and peak z 10-20), which enhance on every visit and stay
     # rejected; the phantom's faint-correlate lesions (8 % by design) measured 0.97-0.98
     # where noise put them under the veto (seed 19: two lesions at peak z 23 and 50, now
-    # kept; no false positive added on tuning seeds 13, 17 and 19).
+    # kept; no false positive added on tuning seeds 13, 17 and 19). The same floor between
+    # "no correlate" and "FLAIR-dark" is the round-blob rule's (round_*, below).
     no_flair_defer_ratio: float = 0.9
     # Not every active lesion has a FLAIR correlate a FLAIR shows (8 % of the phantom's:
     # FLAIR 1.0-1.12). With a pre-contrast scan, a candidate whose only fault is its FLAIR
