@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
     if threads and cfg.registration.threads == 0:
         cfg = cfg.replace(registration=dataclasses.replace(cfg.registration, threads=int(threads)))
     t0 = time.perf_counter()
+    c0 = time.process_time()
     timings: dict[str, float] = {}
     notes: list[dict] = []  # {"file", "note"}: warnings that do not stop the session
     is_baseline = session.session == baseline.session
@@ -271,6 +273,11 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         "detection": det.info,
         "notes": notes,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
+        # the CPU this process spent on the session (all its threads) and the machine's
+        # 1-minute load at its end: a session slow in wall time with little CPU waited
+        # for a core another process held
+        "cpu_seconds": round(time.process_time() - c0, 3),
+        "load_average": round(os.getloadavg()[0], 2),
     }
     write_json(paths.sidecar, side)
     side["cached"] = False

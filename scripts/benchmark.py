@@ -53,20 +53,33 @@ SESSION_TARGET_S = 30.0
 def session_seconds(out: Path) -> dict:
     """Seconds per session from the sidecars (a cached session keeps its first run's): mean,
     max, how many over the target, and the mean of each stage (brain_mask, register_*,
-    detect), so a slow run says where the time went."""
-    secs, stages = [], {}
-    for side in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json"):
+    detect), so a slow run says where the time went, and each session's CPU seconds where
+    the sidecar records them. ``over_target_sessions`` lists the slow sessions with their
+    CPU time and the machine's load: one that waited for a core another process held shows
+    as such (wall time well above its CPU time, load above the core count)."""
+    secs, cpu, slow, stages = [], [], [], {}
+    for side in sorted(out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json")):
         s = json.loads(side.read_text())
         if s.get("status") == "ok":
             secs.append(s["seconds"]["total"])
+            if "cpu_seconds" in s:
+                cpu.append(s["cpu_seconds"])
+            if secs[-1] > SESSION_TARGET_S:
+                slow.append({"session": f"{s['subject']}_{s['session']}",
+                             "seconds": secs[-1], "cpu_seconds": s.get("cpu_seconds"),
+                             "load_average": s.get("load_average")})
             for k, v in s["seconds"].items():
                 if k != "total":
                     stages.setdefault(k, []).append(v)
     if not secs:
         return {}
-    return {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs),
-            "over_target": int(sum(t > SESSION_TARGET_S for t in secs)),
-            "stage_mean": {k: float(np.mean(v)) for k, v in sorted(stages.items())}}
+    res = {"mean": float(np.mean(secs)), "max": float(np.max(secs)), "n": len(secs),
+           "over_target": int(sum(t > SESSION_TARGET_S for t in secs)),
+           "over_target_sessions": slow,
+           "stage_mean": {k: float(np.mean(v)) for k, v in sorted(stages.items())}}
+    if cpu:
+        res["cpu_mean"], res["cpu_max"] = float(np.mean(cpu)), float(np.max(cpu))
+    return res
 
 
 # The study's runs: which of a session's scans the pipeline may use.
@@ -101,6 +114,11 @@ def study_part(args, out: Path) -> dict:
             print(f"per session: {per['mean']:.1f} s mean, {per['max']:.1f} s max, "
                   f"{per['over_target']} of {per['n']} over {SESSION_TARGET_S:.0f} s (stages, mean: "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in per["stage_mean"].items()) + ")")
+            if "cpu_mean" in per:
+                print(f"CPU per session: {per['cpu_mean']:.1f} s mean, {per['cpu_max']:.1f} s max")
+            for slow in per["over_target_sessions"]:
+                print(f"  over {SESSION_TARGET_S:.0f} s: {slow['session']} {slow['seconds']:.1f} s wall, "
+                      f"CPU {slow['cpu_seconds']} s, load {slow['load_average']}")
         print(format_table(ev), flush=True)
         res[name] = {"exit_code": rc, "wall_seconds": secs, "peak_rss_gb": peak,
                      "session_seconds": per, "evaluation": ev}

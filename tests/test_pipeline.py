@@ -137,3 +137,8 @@ def test_the_benchmark_reads_each_sessions_time_and_its_stages(run):
     assert per["over_target"] == sum(t > bench.SESSION_TARGET_S for t in totals)
     assert {"brain_mask", "detect", "register_pre", "register_baseline"} <= set(per["stage_mean"])
     assert all(0 <= v <= per["max"] for v in per["stage_mean"].values())  # parts of a session
+    sides = [json.loads(p.read_text()) for p in out.glob("sub-*/ses-*/anat/*_desc-lesions_dseg.json")]
+    cpu = [s["cpu_seconds"] for s in sides]
+    assert all(c > 0 for c in cpu) and per["cpu_max"] == max(cpu)
+    assert all(s["load_average"] >= 0 for s in sides)
+    assert len(per["over_target_sessions"]) == per["over_target"]
