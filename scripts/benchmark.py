@@ -46,6 +46,28 @@ def run_cli(args: list[str]) -> tuple[int, float, float]:
     return rc, time.perf_counter() - t0, max(peak_kb, before) / 1024 ** 2
 
 
+def code_identity() -> dict:
+    """Which lesioncount this run measures: where it was imported from, its git commit and
+    whether tracked files differ from it, and the default configuration it ran with. A
+    figure is only worth reporting against the code that made it (a run from a stale
+    worktree once measured code without its newest rule)."""
+    import lesioncount
+    from lesioncount.config import PipelineConfig
+
+    src = Path(lesioncount.__file__).resolve().parent
+    ident = {"package": str(src), "version": lesioncount.__version__, "commit": None,
+             "dirty": None, "config": PipelineConfig().to_dict()}
+    try:
+        def git(*a):
+            return subprocess.run(["git", "-C", str(src), *a], capture_output=True, text=True,
+                                  check=True, timeout=30).stdout.strip()
+        ident["commit"] = git("rev-parse", "HEAD")
+        ident["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an installed wheel): the version says what it is
+    return ident
+
+
 # issue 2's target: registration and detection of a session in under this
 SESSION_TARGET_S = 30.0
 
@@ -272,7 +294,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"args": vars(args), "cpus": os.cpu_count()}
+    summary: dict = {"args": vars(args), "cpus": os.cpu_count(), "code": code_identity()}
+    code = summary["code"]
+    print(f"lesioncount {code['version']} from {code['package']}, commit "
+          f"{(code['commit'] or 'unknown')[:12]}{' with local changes' if code['dirty'] else ''}",
+          flush=True)
     if not args.skip_real:
         summary["real"] = real_part(args, out)
     if not args.skip_study:

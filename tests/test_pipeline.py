@@ -119,15 +119,33 @@ def test_rerun_skips_every_unchanged_session(run):
     assert before == after  # sidecars untouched: nothing recomputed
 
 
-def test_the_benchmark_reads_each_sessions_time_and_its_stages(run):
-    """scripts/benchmark.py reports time per session from the sidecars: mean, max, how many
-    sessions miss the 30 s target and where the time went (each stage's mean)."""
+def _benchmark_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_records_which_code_it_measured():
+    """benchmark.json names the lesioncount it ran (package path, git commit, local changes)
+    and the configuration, so a figure can be checked against the code that made it."""
+    import lesioncount
+    from lesioncount.config import PipelineConfig
+
+    ident = _benchmark_module().code_identity()
+    assert ident["package"] == str(Path(lesioncount.__file__).resolve().parent)
+    assert ident["config"] == PipelineConfig().to_dict()
+    if (Path(lesioncount.__file__).parents[1] / ".git").exists():
+        assert len(ident["commit"]) == 40 and isinstance(ident["dirty"], bool)
+
+
+def test_the_benchmark_reads_each_sessions_time_and_its_stages(run):
+    """scripts/benchmark.py reports time per session from the sidecars: mean, max, how many
+    sessions miss the 30 s target and where the time went (each stage's mean)."""
+    bench = _benchmark_module()
     _, out, _ = run
     per = bench.session_seconds(out)
     totals = [json.loads(p.read_text())["seconds"]["total"]
