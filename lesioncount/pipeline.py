@@ -277,11 +277,19 @@ def process_session(session: Session, baseline: Session, cfg: PipelineConfig, ou
         # 1-minute load at its end: a session slow in wall time with little CPU waited
         # for a core another process held
         "cpu_seconds": round(time.process_time() - c0, 3),
-        "load_average": round(os.getloadavg()[0], 2),
+        "load_average": _load_average(),
     }
     write_json(paths.sidecar, side)
     side["cached"] = False
     return side
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average, None where the system has none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _agree_with_pre(brain: np.ndarray, pre_on_post: Image, cfg: PipelineConfig,

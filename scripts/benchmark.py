@@ -61,10 +61,11 @@ def code_identity() -> dict:
         def git(*a):
             return subprocess.run(["git", "-C", str(src), *a], capture_output=True, text=True,
                                   check=True, timeout=30).stdout.strip()
+        git("ls-files", "--error-unmatch", "__init__.py")  # a checkout's file, not a copy
         ident["commit"] = git("rev-parse", "HEAD")
         ident["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        pass  # not a git checkout (an installed wheel): the version says what it is
+        pass  # not a git checkout (an installed copy): the version says what it is
     return ident
 
 
